@@ -1,0 +1,1 @@
+"""lsm: an LSM-tree key-value storage engine for write-heavy ingestion."""

@@ -1,0 +1,66 @@
+"""Names of the files of a database. Part of the on-disk format.
+
+Data directory::
+
+    CURRENT              name of the live manifest (one line, "MANIFEST-000005\\n")
+    MANIFEST-NNNNNN      log of version edits
+    NNNNNN.sst           an SSTable, numbered from the manifest's file counter
+    LOCK                 fcntl lock held while open
+    FENCE                present while the database needs recovery
+    LOG                  human-readable event log
+    *.tmp                temporary files, removed on open
+
+WAL directory (the data directory unless ``wal_dir`` is given)::
+
+    SSSSSSSSSSSSSSSSSSSS.wal   a WAL segment, named by the sequence number of
+                               its first record (20 digits, so names sort in
+                               replay order)
+    archive/                   retained sealed segments (retention options)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+
+CURRENT: Final = "CURRENT"
+LOCK: Final = "LOCK"
+FENCE: Final = "FENCE"
+LOG: Final = "LOG"
+ARCHIVE_DIR: Final = "archive"
+
+_SST_RE: Final = re.compile(r"^(\d{6,})\.sst$")
+_WAL_RE: Final = re.compile(r"^(\d{20})\.wal$")
+_MANIFEST_RE: Final = re.compile(r"^MANIFEST-(\d{6,})$")
+
+
+def sst_name(number: int) -> str:
+    return "%06d.sst" % number
+
+
+def wal_name(first_seq: int) -> str:
+    return "%020d.wal" % first_seq
+
+
+def manifest_name(number: int) -> str:
+    return "MANIFEST-%06d" % number
+
+
+def parse_sst(name: str) -> int | None:
+    m = _SST_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def parse_wal(name: str) -> int | None:
+    m = _WAL_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def parse_manifest(name: str) -> int | None:
+    m = _MANIFEST_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def join(directory: str, name: str) -> str:
+    return os.path.join(directory, name)

@@ -1,0 +1,271 @@
+"""The filesystem layer: every byte lsm reads or writes goes through a
+:class:`FileSystem`. Tests substitute a subclass that injects faults (fail the
+Nth operation, short writes) or simulates power loss (drop what was never
+synced); nothing else in lsm may call ``open``, ``os.write``, ``os.fsync``,
+``os.replace`` or ``os.unlink`` itself (``tests/test_layers.py`` checks).
+
+Call sites. Higher layers name what they are doing with
+``with io_site("flush"): ...`` (a context variable, so per thread); fault
+injectors filter on :func:`current_site`. Sites used: ``wal``, ``flush``,
+``compaction``, ``manifest``, ``recovery``, ``open``, ``other``.
+
+Thread-safety: a :class:`FileSystem` is stateless apart from the in-process
+lock registry (guarded by ``_LOCKS_MU``). A :class:`WritableFile` is used by
+one thread at a time (its owner serialises); a :class:`ReadableFile` may be
+shared (``pread`` has no file position).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+
+_site: contextvars.ContextVar[str] = contextvars.ContextVar("lsm_io_site", default="other")
+
+
+@contextlib.contextmanager
+def io_site(name: str) -> Iterator[None]:
+    """Label the file operations in the ``with`` body with call site ``name``."""
+    token = _site.set(name)
+    try:
+        yield
+    finally:
+        _site.reset(token)
+
+
+def current_site() -> str:
+    return _site.get()
+
+
+class WritableFile:
+    """A file opened for appending. ``write`` writes the whole buffer (looping
+    over short writes) at the end of the file and advances ``size``."""
+
+    __slots__ = ("fs", "path", "fd", "size")
+
+    def __init__(self, fs: FileSystem, path: str, fd: int, size: int):
+        self.fs = fs
+        self.path = path
+        self.fd = fd
+        self.size = size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.fs._write(self, data)
+
+    def datasync(self) -> None:
+        """fdatasync: the file's data (and the size, if it grew) is durable."""
+        self.fs._sync(self, True)
+
+    def fsync(self) -> None:
+        """fsync: data and all metadata durable."""
+        self.fs._sync(self, False)
+
+    def preallocate(self, length: int) -> None:
+        """Reserve ``length`` bytes of disk space beyond ``size`` without
+        changing the visible file size (best effort; ENOSPC raises)."""
+        self.fs._preallocate(self, length)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            self.fs._close(self, fd)
+
+
+class ReadableFile:
+    """A file opened for positional reads."""
+
+    __slots__ = ("fs", "path", "fd", "size")
+
+    def __init__(self, fs: FileSystem, path: str, fd: int, size: int):
+        self.fs = fs
+        self.path = path
+        self.fd = fd
+        self.size = size
+
+    def pread(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``offset`` (fewer only at end of file)."""
+        return self.fs._pread(self, offset, n)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class FileLock:
+    """An exclusive lock on a database directory: an fcntl lock on its LOCK
+    file plus an entry in the in-process registry (fcntl locks do not
+    exclude a second open from the same process)."""
+
+    def __init__(self, path: str, fd: int, key: str):
+        self.path = path
+        self._fd = fd
+        self._key = key
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with _LOCKS_MU:
+                _LOCKED.discard(self._key)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
+_LOCKS_MU = threading.Lock()
+_LOCKED: set[str] = set()  # guarded by _LOCKS_MU: realpaths locked in this process
+
+
+class FileSystem:
+    """The real filesystem, through raw file descriptors.
+
+    Subclasses override the underscore hooks (``_write``, ``_sync``, ...)
+    or the public methods to inject faults or record operations.
+    """
+
+    # ---- files -----------------------------------------------------------
+    def create(self, path: str) -> WritableFile:
+        """Create ``path`` (truncating an existing file) for appending."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        return WritableFile(self, path, fd, 0)
+
+    def open_append(self, path: str) -> WritableFile:
+        """Open an existing file to append at its end."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return WritableFile(self, path, fd, size)
+
+    def open_read(self, path: str) -> ReadableFile:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        return ReadableFile(self, path, fd, size)
+
+    def read_file(self, path: str) -> bytes:
+        """The whole content of ``path``."""
+        f = self.open_read(path)
+        try:
+            return f.pread(0, f.size)
+        finally:
+            f.close()
+
+    def write_file(self, path: str, data: bytes, sync: bool = True) -> None:
+        """Create ``path`` holding ``data``; fsync it when ``sync``."""
+        f = self.create(path)
+        try:
+            f.write(data)
+            if sync:
+                f.fsync()
+        finally:
+            f.close()
+
+    # ---- namespace -------------------------------------------------------
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace ``dst`` with ``src`` (same directory)."""
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
+
+    def link(self, src: str, dst: str) -> None:
+        """Hard-link ``src`` as ``dst`` (OSError EXDEV across devices)."""
+        os.link(src, dst)
+
+    def truncate(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def file_size(self, path: str) -> int:
+        return os.stat(path).st_size
+
+    def sync_dir(self, path: str) -> None:
+        """fsync a directory, making its entries (creates, renames, unlinks)
+        durable."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._sync_fd(path, fd, False)
+        finally:
+            os.close(fd)
+
+    def lock(self, directory: str) -> FileLock:
+        """Lock the database in ``directory``; raises ``BlockingIOError``
+        when another process or this one holds it."""
+        path = os.path.join(directory, "LOCK")
+        key = os.path.realpath(directory)
+        with _LOCKS_MU:
+            if key in _LOCKED:
+                raise BlockingIOError(errno.EAGAIN, "locked by this process", path)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise
+            _LOCKED.add(key)
+        return FileLock(path, fd, key)
+
+    # ---- hooks (override in fault-injecting / crash-simulating subclasses) --
+    def _write(self, f: WritableFile, data: bytes | bytearray | memoryview) -> None:
+        fd = f.fd
+        n = os.write(fd, data)
+        total = len(data)
+        if n != total:
+            mv = memoryview(data)
+            while n < total:
+                w = os.write(fd, mv[n:])
+                if w <= 0:
+                    raise OSError(errno.EIO, "write returned 0", f.path)
+                n += w
+        f.size += total
+
+    def _sync(self, f: WritableFile, data_only: bool) -> None:
+        self._sync_fd(f.path, f.fd, data_only)
+
+    def _sync_fd(self, path: str, fd: int, data_only: bool) -> None:
+        if data_only:
+            os.fdatasync(fd)
+        else:
+            os.fsync(fd)
+
+    def _preallocate(self, f: WritableFile, length: int) -> None:
+        try:
+            fallocate = getattr(os, "posix_fallocate", None)
+            if fallocate is None:
+                return
+            # FALLOC_FL_KEEP_SIZE is not exposed by os; posix_fallocate grows
+            # the size, so lsm only calls this on files whose readers stop at
+            # a zero header (the WAL).
+            fallocate(f.fd, f.size, length)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return
+            raise
+
+    def _pread(self, f: ReadableFile, offset: int, n: int) -> bytes:
+        return os.pread(f.fd, n, offset)
+
+    def _close(self, f: WritableFile, fd: int) -> None:
+        os.close(fd)
+
+
+DEFAULT_FS = FileSystem()

@@ -1,0 +1,239 @@
+"""Options of a database and of one write. Every tunable is documented here,
+where it is defined: meaning, unit, default and trade-off.
+
+``Options.validate()`` rejects nonsense with a ``ValueError`` naming the
+option; ``Options.from_kwargs`` rejects unknown names the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from lsm.base import compression
+from lsm.base.fs import DEFAULT_FS, FileSystem
+
+
+class Sync(enum.IntEnum):
+    """How hard a commit leans on the disk before it returns. Ordered: a
+    higher level promises everything a lower one does. Stored nowhere on
+    disk (a per-write choice), but the numbers are public API."""
+
+    OFF = 0
+    """write(2) to the WAL, no fsync. A killed process loses nothing; a power
+    failure may lose recent commits."""
+    NORMAL = 1
+    """write(2); a background syncer fdatasyncs every ``sync_interval`` and
+    at flush/close. A power failure loses at most about that window."""
+    BARRIER = 2
+    """Ordered: commit N's sync completes before commit N+1's bytes reach the
+    file. A power failure keeps a prefix of the commits."""
+    FULL = 3
+    """fdatasync covering this commit before it returns, shared with
+    concurrent committers (group commit). Nothing acknowledged is lost."""
+    EXTRA = 4
+    """FULL plus directory fsyncs when files are created, renamed or
+    deleted."""
+
+    @classmethod
+    def coerce(cls, value: Any, name: str = "sync") -> Sync:
+        """Accept a Sync, its int value or its name (any case)."""
+        if isinstance(value, Sync):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        raise ValueError(
+            f"{name}: expected one of {', '.join(s.name for s in cls)}, got {value!r}"
+        )
+
+
+WAL_RECOVERY_MODES = ("tolerate_tail", "absolute", "point_in_time")
+BACKGROUND_MODES = ("process", "thread", "inline")
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+@dataclass
+class Options:
+    """Every tunable of a database. Pass to ``lsm.open(path, options=...)`` or
+    as keyword arguments to ``lsm.open``."""
+
+    # ---------------------------------------------------------------- behaviour
+    sync: Sync = Sync.FULL
+    """Default durability level of a commit (see :class:`Sync`); per-write
+    ``sync=`` overrides it and ``db.set_sync`` changes it at runtime."""
+
+    wal_dir: str | None = None
+    """Directory of the WAL segments; None puts them in the data directory.
+    Point it at a fast disk: FULL commits wait on its fdatasync."""
+
+    create_if_missing: bool = True
+    """Create the database when the directory holds none."""
+
+    error_if_exists: bool = False
+    """Refuse to open a directory that already holds a database."""
+
+    wal_recovery: str = "tolerate_tail"
+    """What replay does with damage in the WAL: ``tolerate_tail`` discards a
+    torn tail of the newest segment and fails on anything else;
+    ``absolute`` fails on any damage; ``point_in_time`` keeps the consistent
+    prefix before the first damage."""
+
+    paranoid_checks: bool = True
+    """Verify block checksums on every read (cheap: crc32c in C)."""
+
+    # -------------------------------------------------------------- performance
+    memtable_size: int = 4 * MiB
+    """Bytes of keys+values (plus 16 bytes per entry) a memtable takes before
+    it becomes immutable and is flushed. Larger: fewer, larger level-0
+    files and less write amplification, more memory and longer recovery."""
+
+    max_immutable_memtables: int = 2
+    """Immutable memtables waiting to be flushed before writers stop."""
+
+    wal_segment_size: int = 64 * MiB
+    """A WAL segment is sealed when it reaches this many bytes (or when its
+    memtable becomes immutable)."""
+
+    sync_interval: float = 0.1
+    """Seconds between background fdatasyncs at ``Sync.NORMAL``."""
+
+    commit_linger_us: int = 0
+    """Microseconds a group-commit leader waits for more committers before
+    it writes and syncs. 0: no waiting."""
+
+    block_size: int = 4 * KiB
+    """Target uncompressed size of an SSTable data block, in bytes. Smaller:
+    faster point reads from cold blocks; larger: better compression and
+    scans."""
+
+    block_cache_size: int = 32 * MiB
+    """Bytes of decoded blocks kept in memory (LRU)."""
+
+    bloom_bits_per_key: int = 10
+    """Bloom filter bits per key (10: about 1% false positives). 0 disables
+    the filter."""
+
+    compression: str = "zstd"
+    """Data block compression: ``zstd`` or ``none``."""
+
+    compression_level: int = 1
+    """zstd level (1 is fast and already halves typical values)."""
+
+    target_file_size: int = 4 * MiB
+    """Target size of an SSTable written by compaction, in bytes."""
+
+    l0_compaction_trigger: int = 4
+    """Level-0 file count that triggers a compaction into level 1."""
+
+    l0_slowdown_trigger: int = 12
+    """Level-0 file count at which each write is delayed (1 ms)."""
+
+    l0_stop_trigger: int = 20
+    """Level-0 file count at which writes wait for compaction."""
+
+    max_bytes_for_level_base: int = 32 * MiB
+    """Target size of level 1 in bytes; level N+1 is ``level_multiplier``
+    times level N."""
+
+    level_multiplier: int = 10
+    """Size ratio between adjacent levels."""
+
+    num_levels: int = 7
+    """Number of levels (0 .. num_levels-1)."""
+
+    background: str = "process"
+    """Where flush and compaction run: ``process`` (a worker process, so the
+    writers keep the GIL: see docs/architecture.md for the measurement),
+    ``thread`` (a thread of this process; needed when ``fs`` is a custom
+    in-memory layer), or ``inline`` (in the calling thread, deterministic;
+    for tests)."""
+
+    fs: FileSystem = field(default=DEFAULT_FS, repr=False, compare=False)
+    """The filesystem layer (tests pass a fault-injecting or crash-simulating
+    one)."""
+
+    def validate(self) -> Options:
+        """Check every option; return self. Raises ValueError naming the
+        option, TypeError for a wrong type."""
+        self.sync = Sync.coerce(self.sync)
+        _int_range(self, "memtable_size", 1024, 1 << 40)
+        _int_range(self, "max_immutable_memtables", 1, 64)
+        _int_range(self, "wal_segment_size", 4096, 1 << 40)
+        _int_range(self, "commit_linger_us", 0, 1_000_000)
+        _int_range(self, "block_size", 1, 1 << 30)
+        _int_range(self, "block_cache_size", 0, 1 << 44)
+        _int_range(self, "bloom_bits_per_key", 0, 64)
+        _int_range(self, "compression_level", -7, 22)
+        _int_range(self, "target_file_size", 1, 1 << 40)
+        _int_range(self, "l0_compaction_trigger", 1, 1000)
+        _int_range(self, "l0_slowdown_trigger", 1, 10000)
+        _int_range(self, "l0_stop_trigger", 1, 10000)
+        _int_range(self, "max_bytes_for_level_base", 1, 1 << 50)
+        _int_range(self, "level_multiplier", 2, 1000)
+        _int_range(self, "num_levels", 2, 20)
+        if isinstance(self.sync_interval, bool) or not isinstance(self.sync_interval, (int, float)):
+            raise TypeError(f"sync_interval: expected seconds as a number, got {type(self.sync_interval).__name__}")
+        if not (0.001 <= self.sync_interval <= 3600):
+            raise ValueError(f"sync_interval: must be between 0.001 and 3600 seconds, got {self.sync_interval!r}")
+        if self.l0_slowdown_trigger < self.l0_compaction_trigger:
+            raise ValueError("l0_slowdown_trigger: must be >= l0_compaction_trigger")
+        if self.l0_stop_trigger < self.l0_slowdown_trigger:
+            raise ValueError("l0_stop_trigger: must be >= l0_slowdown_trigger")
+        if self.compression not in compression.NAMES:
+            raise ValueError(f"compression: expected one of {sorted(compression.NAMES)}, got {self.compression!r}")
+        if self.wal_recovery not in WAL_RECOVERY_MODES:
+            raise ValueError(f"wal_recovery: expected one of {WAL_RECOVERY_MODES}, got {self.wal_recovery!r}")
+        if self.background not in BACKGROUND_MODES:
+            raise ValueError(f"background: expected one of {BACKGROUND_MODES}, got {self.background!r}")
+        if self.wal_dir is not None and not isinstance(self.wal_dir, str):
+            import os
+
+            if isinstance(self.wal_dir, os.PathLike):
+                self.wal_dir = os.fspath(self.wal_dir)
+            else:
+                raise TypeError(f"wal_dir: expected a path, got {type(self.wal_dir).__name__}")
+        for name in ("create_if_missing", "error_if_exists", "paranoid_checks"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.fs, FileSystem):
+            raise TypeError(f"fs: expected an lsm FileSystem, got {type(self.fs).__name__}")
+        return self
+
+    @property
+    def compression_id(self) -> int:
+        return compression.NAMES[self.compression]
+
+    def max_bytes_for_level(self, level: int) -> int:
+        """Target size of ``level`` (>= 1) in bytes."""
+        return self.max_bytes_for_level_base * self.level_multiplier ** max(0, level - 1)
+
+    @classmethod
+    def from_kwargs(cls, base: Options | None = None, **kwargs: Any) -> Options:
+        """A copy of ``base`` (or the defaults) with ``kwargs`` applied;
+        unknown names raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for k in kwargs:
+            if k not in names:
+                raise ValueError(f"unknown option {k!r}")
+        opts = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+        return opts.validate()
+
+
+def _int_range(opts: Options, name: str, lo: int, hi: int) -> None:
+    v = getattr(opts, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
+    if not (lo <= v <= hi):
+        raise ValueError(f"{name}: must be between {lo} and {hi}, got {v}")
