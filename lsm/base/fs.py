@@ -46,7 +46,7 @@ class WritableFile:
     """A file opened for appending. ``write`` writes the whole buffer (looping
     over short writes) at the end of the file and advances ``size``."""
 
-    __slots__ = ("fs", "path", "fd", "size")
+    __slots__ = ("fd", "fs", "path", "size")
 
     def __init__(self, fs: FileSystem, path: str, fd: int, size: int):
         self.fs = fs
@@ -79,7 +79,7 @@ class WritableFile:
 class ReadableFile:
     """A file opened for positional reads."""
 
-    __slots__ = ("fs", "path", "fd", "size")
+    __slots__ = ("fd", "fs", "path", "size")
 
     def __init__(self, fs: FileSystem, path: str, fd: int, size: int):
         self.fs = fs

@@ -1,0 +1,215 @@
+"""Background jobs in a separate process.
+
+Why a process: Python threads share one GIL. A flush or compaction thread
+busy in Python makes every committer that returns from fdatasync wait up to
+the switch interval (5 ms) for the GIL; measured in docs/architecture.md.
+Jobs are pure functions of picklable descriptions (``runner.run_job``), so
+they run in a child with no shared state: the child reads input files and
+writes output files; the parent installs the result.
+
+The child is started with ``python -m lsm.compaction.worker`` (not
+multiprocessing, which re-imports the user's ``__main__`` module under the
+spawn and forkserver methods). Protocol over the child's stdin/stdout:
+frames of ``u64 length | pickle``. Request: a job. Reply: ``("ok",
+JobResult)`` or ``("err", kind, args)``; the child exits at EOF.
+
+One pool per Python process (:func:`shared_pool`) serves every open
+database; a dead child is replaced and its job fails with WorkerError (the
+job's inputs are untouched, so the DB retries later).
+
+Thread-safety: ``WorkerPool.run`` may be called from many threads; each
+call takes an idle worker (``_mu``/``_idle``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from lsm.base.errors import CorruptionError, Error
+
+_LEN = struct.Struct("<Q")
+
+
+class WorkerError(Error):
+    """The worker process died or answered garbage."""
+
+
+def _encode_error(e: BaseException) -> tuple:
+    if isinstance(e, CorruptionError):
+        return ("corruption", (e.reason, e.path, e.offset))
+    if isinstance(e, OSError):
+        return ("oserror", (e.errno, e.strerror, e.filename))
+    return ("other", (f"{type(e).__name__}: {e}",))
+
+
+def _decode_error(kind: str, args: tuple) -> BaseException:
+    if kind == "corruption":
+        return CorruptionError(*args)
+    if kind == "oserror":
+        no, msg, fn = args
+        return OSError(no, msg, fn) if fn is not None else OSError(no, msg)
+    return WorkerError(f"background job failed in the worker process: {args[0]}")
+
+
+def _read_exact(f: Any, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = f.read(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+class _Worker:
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lsm.compaction.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+
+    def run(self, job: Any) -> Any:
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(_LEN.pack(len(data)) + data)  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            n = _LEN.unpack(_read_exact(self.proc.stdout, 8))[0]
+            reply = pickle.loads(_read_exact(self.proc.stdout, n))
+        except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError) as e:
+            self.kill()
+            raise WorkerError(f"the background worker process died ({e!r})") from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise _decode_error(reply[1], reply[2])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+
+
+class WorkerPool:
+    def __init__(self, size: int = 1):
+        self._mu = threading.Condition()
+        self._size = size
+        self._idle: list[_Worker] = []  # guarded by _mu
+        self._started = 0  # guarded by _mu
+
+    def run(self, job: Any) -> Any:
+        """Run ``job`` in a worker process and return its JobResult, or raise
+        the job's error (CorruptionError, OSError, WorkerError)."""
+        with self._mu:
+            while not self._idle and self._started >= self._size:
+                self._mu.wait()
+            if self._idle:
+                w = self._idle.pop()
+            else:
+                self._started += 1
+                w = None
+        if w is None:
+            try:
+                w = _Worker()
+            except BaseException:
+                with self._mu:
+                    self._started -= 1
+                    self._mu.notify()
+                raise
+        ok = False
+        try:
+            result = w.run(job)
+            ok = True
+            return result
+        except WorkerError:
+            raise
+        except BaseException:
+            ok = w.alive()
+            raise
+        finally:
+            with self._mu:
+                if ok and w.alive():
+                    self._idle.append(w)
+                else:
+                    self._started -= 1
+                self._mu.notify()
+
+    def close(self) -> None:
+        with self._mu:
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+        for w in idle:
+            w.close()
+
+
+_shared: WorkerPool | None = None
+_shared_mu = threading.Lock()
+
+
+def shared_pool() -> WorkerPool:
+    """The process-wide pool (one worker: the machines this targets have
+    two cores, one for the writers and one for background work)."""
+    global _shared
+    with _shared_mu:
+        if _shared is None:
+            _shared = WorkerPool(1)
+        return _shared
+
+
+def _serve() -> None:
+    """The child's loop: jobs in on stdin, results out on stdout."""
+    from lsm.compaction.runner import run_job
+
+    inp = sys.stdin.buffer
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing may print into the protocol stream
+    while True:
+        try:
+            head = _read_exact(inp, 8)
+        except EOFError:
+            return
+        n = _LEN.unpack(head)[0]
+        job = pickle.loads(_read_exact(inp, n))
+        try:
+            reply: tuple = ("ok", run_job(job))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
+            reply = ("err", *_encode_error(e))
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001
+            data = pickle.dumps(("err", "other", (f"unpicklable result: {e}",)))
+        out.write(_LEN.pack(len(data)) + data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    try:
+        _serve()
+    except KeyboardInterrupt:
+        sys.exit(errno.EINTR)

@@ -1,0 +1,524 @@
+"""The DB object: write path, read path, snapshots, stats, close.
+
+Threads and locks (lock order, outermost first):
+
+1. ``_write_mu`` (with condition ``_write_cv``): the write lock. Guards the
+   live memtable, ``_last_seq``, the WAL's live segment, ``_sv`` switches,
+   ``_imm_jobs`` and the write counters. Held for one commit's append and
+   memtable insert (a few microseconds), never across an fdatasync.
+2. ``_install_mu``: version installs (manifest writes), ``_readers``.
+3. ``_snap_mu``: the registry of live snapshot sequence numbers.
+4. The WAL writer's internal condition (see lsm/wal/writer.py).
+
+Reads take no lock: they read ``_last_seq`` and then ``_sv`` (a
+:class:`SuperVersion`: memtable, immutable memtables, version and open
+table readers, replaced as a whole), so a read sees every commit up to its
+sequence number.
+
+Background work (lsm/background.py) runs flushes and compactions in a
+worker process (default), a thread, or inline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from lsm.background import ImmJob, SuperVersion
+from lsm.base.coding import ValueKind
+from lsm.base.errors import ClosedError, NeedsRecoveryError
+from lsm.batch import OP_HEADER, WriteBatch, as_bytes
+from lsm.iterators import chain, clamp_range, visible
+from lsm.memtable import MemTable
+from lsm.options import Sync
+from lsm.snapshot import _MISSING, Snapshot
+from lsm.wal.format import encode_record
+
+_PUT = ValueKind.PUT
+_DELETE = ValueKind.DELETE
+_pack_op = OP_HEADER.pack
+
+
+class DB:
+    """An open database. Create with :func:`lsm.open`. Thread-safe."""
+
+    # Attributes are set by lsm.recovery.open_db.
+    def __init__(self) -> None:
+        raise TypeError("use lsm.open(path, ...) to open a database")
+
+    # ----------------------------------------------------------------- writes
+    def put(self, key: bytes, value: bytes, *, sync: Sync | int | str | None = None) -> int:
+        """Set ``key`` to ``value``; return the commit's sequence number."""
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if type(value) is not bytes:
+            value = as_bytes(value, "value")
+        level = self._sync if sync is None else Sync.coerce(sync)
+        body = _pack_op(_PUT, len(key), len(value)) + key + value
+        if self._l0_delay:
+            self._delay_write()
+        with self._write_mu:
+            if self._blocked is not None:
+                self._raise_blocked()
+            mem = self._mem
+            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._segment_size:
+                self._make_room_locked()
+                mem = self._mem
+            seq = self._last_seq + 1
+            self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body), seq)
+            mem.add(seq, _PUT, key, value)
+            self._last_seq = seq
+            self._keys_written += 1
+            self._user_bytes += len(key) + len(value)
+        if level:
+            self._wal.commit_wait(seq, level)
+        return seq
+
+    def delete(self, key: bytes, *, sync: Sync | int | str | None = None) -> int:
+        """Delete ``key`` (a no-op if absent); return the sequence number."""
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        level = self._sync if sync is None else Sync.coerce(sync)
+        body = _pack_op(_DELETE, len(key), 0) + key
+        if self._l0_delay:
+            self._delay_write()
+        with self._write_mu:
+            if self._blocked is not None:
+                self._raise_blocked()
+            mem = self._mem
+            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._segment_size:
+                self._make_room_locked()
+                mem = self._mem
+            seq = self._last_seq + 1
+            self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body), seq)
+            mem.add(seq, _DELETE, key, b"")
+            self._last_seq = seq
+            self._keys_written += 1
+            self._user_bytes += len(key)
+        if level:
+            self._wal.commit_wait(seq, level)
+        return seq
+
+    def write(self, batch: WriteBatch, *, sync: Sync | int | str | None = None) -> int:
+        """Apply ``batch`` atomically (one WAL record); return the sequence
+        number of its last op (the last committed seq for an empty batch)."""
+        if not isinstance(batch, WriteBatch):
+            raise TypeError(f"batch must be an lsm.WriteBatch, not {type(batch).__name__}")
+        level = self._sync if sync is None else Sync.coerce(sync)
+        ops = batch.ops()
+        n = len(ops)
+        if n == 0:
+            self._check_usable()
+            return self._last_seq
+        body = batch.body()
+        if self._l0_delay:
+            self._delay_write()
+        with self._write_mu:
+            if self._blocked is not None:
+                self._raise_blocked()
+            if self._mem.size >= self._memtable_size or self._wal.segment_bytes >= self._segment_size:
+                self._make_room_locked()
+            first = self._last_seq + 1
+            last = first + n - 1
+            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body), last)
+            self._mem.add_ops(first, ops)
+            self._last_seq = last
+            self._keys_written += n
+            self._user_bytes += batch.byte_size
+        if level:
+            self._wal.commit_wait(last, level)
+        return last
+
+    def batch(self, *, sync: Sync | int | str | None = None) -> _BatchContext:
+        """``with db.batch() as b: b.put(...)`` commits atomically on exit
+        (nothing is written if the block raises)."""
+        level = None if sync is None else Sync.coerce(sync)
+        return _BatchContext(self, level)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        if self.get(key, _MISSING) is _MISSING:
+            raise KeyError(key)
+        self.delete(key)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: bytes, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when absent."""
+        return self._get(key, default, None)
+
+    def __getitem__(self, key: bytes) -> bytes:
+        v = self._get(key, _MISSING, None)
+        if v is _MISSING:
+            raise KeyError(key)
+        return v
+
+    def __contains__(self, key: bytes) -> bool:
+        return self._get(key, _MISSING, None) is not _MISSING
+
+    def _get(self, key: bytes, default: Any, snap: int | None) -> Any:
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        if self._blocked is not None:
+            self._raise_blocked()
+        if snap is None:
+            snap = self._last_seq  # read the seq before the super version
+        sv = self._sv
+        r = sv.mem.get(key, snap)
+        if r is None:
+            for imm in sv.imms:
+                r = imm.get(key, snap)
+                if r is not None:
+                    break
+            else:
+                readers = sv.readers
+                for _level, meta in sv.version.files_for_key(key):
+                    x = readers[meta.number].get(key, snap)
+                    if x is not None:
+                        return x[1] if x[0] == _PUT else default
+                return default
+        return r[2] if r[1] == _PUT else default
+
+    def items(self, start: bytes | None = None, stop: bytes | None = None, *, prefix: bytes | None = None,
+              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with start <= key < stop (and starting with
+        ``prefix``), in key order or reversed; a consistent view as of the
+        call."""
+        return self._items(start, stop, prefix, reverse, None)
+
+    def keys(self, start: bytes | None = None, stop: bytes | None = None, *, prefix: bytes | None = None,
+             reverse: bool = False) -> Iterator[bytes]:
+        return (k for k, _ in self._items(start, stop, prefix, reverse, None))
+
+    def values(self, start: bytes | None = None, stop: bytes | None = None, *, prefix: bytes | None = None,
+               reverse: bool = False) -> Iterator[bytes]:
+        return (v for _, v in self._items(start, stop, prefix, reverse, None))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.keys()
+
+    def _items(self, start: bytes | None, stop: bytes | None, prefix: bytes | None, reverse: bool,
+               snap: int | None) -> Iterator[tuple[bytes, bytes]]:
+        start = None if start is None else as_bytes(start, "start")
+        stop = None if stop is None else as_bytes(stop, "stop")
+        prefix = None if prefix is None else as_bytes(prefix, "prefix")
+        self._check_usable()
+        if snap is None:
+            snap = self._last_seq
+        sv = self._sv
+        lo, hi = clamp_range(start, stop, prefix)
+        return self._iterate(sv, lo, hi, reverse, snap)
+
+    def _iterate(self, sv: SuperVersion, lo: bytes | None, hi: bytes | None, reverse: bool,
+                 snap: int) -> Iterator[tuple[bytes, bytes]]:
+        if lo is not None and hi is not None and lo >= hi:
+            return
+        sources = [sv.mem.iter_entries(lo, hi, reverse)]
+        sources += [m.iter_entries(lo, hi, reverse) for m in sv.imms]
+        readers = sv.readers
+        version = sv.version
+        last_inclusive = hi  # overlapping() takes an inclusive bound; a superset is fine
+        for level in range(len(version.levels)):
+            files = version.overlapping(level, lo, last_inclusive)
+            if not files:
+                continue
+            if level == 0:
+                sources += [readers[f.number].iter_entries(lo, hi, reverse) for f in files]
+            else:
+                if reverse:
+                    files = list(reversed(files))
+                sources.append(chain(readers[f.number].iter_entries(lo, hi, reverse) for f in files))
+        for kv in visible(sources, snap, reverse):
+            if self._blocked is not None:
+                self._raise_blocked()
+            yield kv
+
+    def snapshot(self) -> Snapshot:
+        """A consistent read-only view as of now (release it with close() or
+        ``with``)."""
+        self._check_usable()
+        with self._snap_mu:
+            seq = self._last_seq
+            self._snapshots[seq] = self._snapshots.get(seq, 0) + 1
+        return Snapshot(self, seq)
+
+    def _release_snapshot(self, seq: int) -> None:
+        with self._snap_mu:
+            n = self._snapshots.get(seq, 0) - 1
+            if n <= 0:
+                self._snapshots.pop(seq, None)
+            else:
+                self._snapshots[seq] = n
+
+    def _snapshot_list(self) -> list[int]:
+        with self._snap_mu:
+            return sorted(self._snapshots)
+
+    # --------------------------------------------------------- durability api
+    @property
+    def sync(self) -> Sync:
+        """The default sync level of a commit."""
+        return self._sync
+
+    def set_sync(self, level: Sync | int | str) -> None:
+        """Change the default sync level at runtime (e.g. OFF for a bulk
+        load, then back to FULL and ``flush()``)."""
+        self._check_usable()
+        self._sync = Sync.coerce(level)
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest commit."""
+        return self._last_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """The highest sequence number known to be on disk (WAL synced, or
+        flushed to SSTables)."""
+        return max(self._wal.durable_seq, self._bg.flushed_seq)
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until commit ``seq`` is durable (within about
+        ``sync_interval`` for commits made at OFF or NORMAL); False on
+        timeout."""
+        self._check_usable()
+        if seq <= self.durable_seq:
+            return True
+        return self._wal.wait_durable(seq, timeout)
+
+    def sync_wal(self) -> int:
+        """Make every commit so far durable now; return the durable seq."""
+        self._check_usable()
+        return self._wal.sync_all()
+
+    @property
+    def health(self) -> str:
+        """"ok", "fenced" (reopen to recover), "background_error" or "closed"."""
+        if self._closed:
+            return "closed"
+        if self._fenced is not None:
+            return "fenced"
+        if self._bg.error is not None:
+            return "background_error"
+        return "ok"
+
+    # -------------------------------------------------------------- maintenance
+    def flush(self) -> None:
+        """Write the memtable to an SSTable now; return once it is durable
+        and recorded in the manifest (and its WAL segments deleted)."""
+        self._check_usable()
+        with self._write_mu:
+            self._check_usable()
+            if not self._mem.is_empty():
+                self._switch_memtable_locked()
+            target = self._last_seq
+        self._bg.wait_flushed(target)
+
+    def compact_range(self, start: bytes | None = None, stop: bytes | None = None) -> None:
+        """Flush, then compact the keys in [start, stop] (None: unbounded)
+        down the levels; return when done."""
+        start = None if start is None else as_bytes(start, "start")
+        stop = None if stop is None else as_bytes(stop, "stop")
+        self.flush()
+        self._bg.compact_range(start, stop)
+
+    # ---------------------------------------------------------- write internals
+    def _make_room_locked(self) -> None:
+        """REQUIRES: _write_mu held. Seal the WAL segment and/or switch the
+        memtable when full; stall while too much work is pending."""
+        opts = self._opts
+        stalled = 0.0
+        while True:
+            if self._blocked is not None:
+                self._raise_blocked()
+            mem_full = self._mem.size >= self._memtable_size
+            if not mem_full:
+                if self._wal.segment_bytes >= self._segment_size:
+                    path = self._wal.start_segment_locked(self._last_seq + 1)
+                    self._mem_wal_paths.append(path)
+                break
+            bg_err = self._bg.error
+            if len(self._sv.imms) >= opts.max_immutable_memtables or self._bg.l0_files >= opts.l0_stop_trigger:
+                if bg_err is not None:
+                    raise bg_err
+                t0 = time.perf_counter()
+                self._write_cv.wait(0.1)
+                stalled += time.perf_counter() - t0
+                continue
+            self._switch_memtable_locked()
+            break
+        if stalled:
+            self._stall_seconds += stalled
+            self._stalls += 1
+
+    def _switch_memtable_locked(self) -> None:
+        """REQUIRES: _write_mu held. The live memtable becomes immutable, a
+        new one and a new WAL segment start, the flush is queued."""
+        old = self._mem
+        wal = self._wal
+        if wal.segment_records == 0:
+            # The live segment holds no commit yet: it serves the new
+            # memtable (its name, last_seq + 1, is already right).
+            path = wal.segment_path
+            paths = [p for p in self._mem_wal_paths if p != path]
+        else:
+            paths = list(self._mem_wal_paths)
+            path = wal.start_segment_locked(self._last_seq + 1)
+        job = ImmJob(old, paths, self._mem_start_seq, self._last_seq)
+        new = MemTable(self._write_mu)
+        self._mem = new
+        self._mem_wal_paths = [path]
+        self._mem_start_seq = self._last_seq
+        sv = self._sv
+        self._sv = SuperVersion(new, (old,) + sv.imms, sv.version, sv.readers)
+        self._bg.schedule_flush(job)
+
+    def _delay_write(self) -> None:
+        """Level 0 is past the slowdown trigger: delay this write 1 ms so
+        compaction catches up (leveldb's soft limit)."""
+        t0 = time.perf_counter()
+        time.sleep(0.001)
+        self._stall_seconds += time.perf_counter() - t0
+
+    # ----------------------------------------------------------------- state
+    def _on_fence(self, err: BaseException) -> None:
+        """Enter the needs-recovery state (called by the WAL writer and by
+        background work on an I/O failure)."""
+        if self._fenced is None:
+            self._fenced = err
+            self._blocked = NeedsRecoveryError(
+                f"the database fenced itself after an I/O failure ({err!r}); close and reopen it to recover",
+                err,
+            )
+            self._bg.write_fence_marker(err)
+        with self._write_cv:
+            self._write_cv.notify_all()
+
+    def _raise_blocked(self) -> None:
+        raise self._blocked  # type: ignore[misc]
+
+    def _check_usable(self) -> None:
+        if self._blocked is not None:
+            self._raise_blocked()
+
+    # ----------------------------------------------------------------- stats
+    def stats(self) -> dict[str, Any]:
+        """Figures about the database (see docs/architecture.md#stats)."""
+        wal = self._wal
+        sv = self._sv
+        bg = self._bg
+        levels = []
+        for lv, files in enumerate(sv.version.levels):
+            levels.append({
+                "level": lv,
+                "files": len(files),
+                "bytes": sum(f.file_size for f in files),
+                "target_bytes": 0 if lv == 0 else self._opts.max_bytes_for_level(lv),
+            })
+        cache = self._cache
+        bloom_checked = bloom_useful = 0
+        for r in list(sv.readers.values()):
+            bloom_checked += r.bloom_checked
+            bloom_useful += r.bloom_useful
+        bloom_checked += bg.retired_bloom[0]
+        bloom_useful += bg.retired_bloom[1]
+        sst_bytes_written = bg.sst_bytes_written
+        user = self._user_bytes
+        live_sst = sum(lv["bytes"] for lv in levels)
+        return {
+            "health": self.health,
+            "last_seq": self._last_seq,
+            "durable_seq": self.durable_seq,
+            "keys_written": self._keys_written,
+            "user_bytes_written": user,
+            "wal_bytes_written": wal.bytes_written,
+            "sst_bytes_written": sst_bytes_written,
+            "flush_bytes_written": bg.flush_bytes_written,
+            "compaction_bytes_written": bg.compaction_bytes_written,
+            "compaction_bytes_read": bg.compaction_bytes_read,
+            "write_amplification": (wal.bytes_written + sst_bytes_written) / user if user else 0.0,
+            "levels": levels,
+            "sst_files": sum(lv["files"] for lv in levels),
+            "sst_bytes": live_sst,
+            "memtable_bytes": sv.mem.size,
+            "memtable_entries": sv.mem.count,
+            "immutable_memtables": len(sv.imms),
+            "flush_count": bg.flush_count,
+            "flush_seconds": bg.flush_seconds,
+            "compaction_count": bg.compaction_count,
+            "compaction_seconds": bg.compaction_seconds,
+            "stall_seconds": self._stall_seconds,
+            "stall_count": self._stalls,
+            "wal_files_live": bg.wal_files_live(),
+            "wal_files_deleted": bg.wal_files_deleted,
+            "wal_segments_created": wal.segments_created,
+            "wal_syncs": wal.syncs,
+            "wal_sync_seconds": wal.sync_seconds,
+            "wal_dir_syncs": wal.dir_syncs,
+            "group_commit_histogram": dict(zip([str(b) for b in (1, 2, 4, 8, 16, 32, 64, 128)] + ["more"],
+                                               wal.group_hist)),
+            "block_cache_hits": cache.hits if cache is not None else 0,
+            "block_cache_misses": cache.misses if cache is not None else 0,
+            "bloom_checked": bloom_checked,
+            "bloom_useful": bloom_useful,
+            "snapshots": len(self._snapshots),
+            "background_error": repr(bg.error) if bg.error is not None else None,
+            "fenced": repr(self._fenced) if self._fenced is not None else None,
+        }
+
+    # ----------------------------------------------------------------- close
+    def close(self) -> None:
+        """Flush nothing, sync the WAL, stop background work and release the
+        lock. Idempotent. Later calls raise ClosedError."""
+        if self._closed:
+            return
+        with self._write_mu:
+            if self._closed:
+                return
+            self._closed = True
+            if self._blocked is None:
+                self._blocked = ClosedError(f"database {self.path} is closed")
+        self._bg.stop()
+        self._wal.close(sync=self._fenced is None)
+        self._bg.close_readers()
+        self._lock.release()
+
+    def _simulate_crash(self) -> None:
+        """Tests: stop as a killed process would: no sync, no flush; the
+        lock is released so the directory can be reopened."""
+        with self._write_mu:
+            self._closed = True
+            self._blocked = ClosedError(f"database {self.path} crashed (simulated)")
+        self._bg.stop()
+        self._wal.close(sync=False)
+        self._bg.close_readers()
+        self._lock.release()
+
+    def __enter__(self) -> DB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<lsm.DB {self.path!r} {self.health}>"
+
+
+class _BatchContext:
+    def __init__(self, db: DB, level: Sync | None):
+        self._db = db
+        self._level = level
+        self.batch = WriteBatch()
+        self.seq: int | None = None
+
+    def __enter__(self) -> WriteBatch:
+        return self.batch
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.seq = self._db.write(self.batch, sync=self._level)
+        self.batch._sealed = True
+
+

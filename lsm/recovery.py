@@ -1,0 +1,224 @@
+"""Opening a database: directory checks, locking, manifest recovery, WAL
+replay, clean-up of files no version needs, and the start of the DB.
+
+Open is all-or-nothing with respect to the user's data: a failure before
+the DB is returned changes nothing on disk except (a) truncating a torn WAL
+tail that replay has decided to discard and (b) removing temporary and
+orphaned files (tables no manifest names, left by a crash mid-flush or
+mid-compaction).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from lsm.background import Background, SuperVersion, open_reader
+from lsm.base import filenames
+from lsm.base.errors import CorruptionError, InvalidDatabaseError, LockedError
+from lsm.base.fs import io_site
+from lsm.batch import decode_body
+from lsm.db import DB
+from lsm.manifest.version_set import VersionSet
+from lsm.memtable import MemTable
+from lsm.options import Options, Sync
+from lsm.sstable.cache import BlockCache
+from lsm.wal.reader import replay
+from lsm.wal.writer import WalWriter
+
+_OURS_DATA = (filenames.CURRENT, filenames.LOCK, filenames.FENCE, filenames.LOG)
+
+
+def _is_ours(name: str) -> bool:
+    return (
+        name in _OURS_DATA
+        or filenames.parse_sst(name) is not None
+        or filenames.parse_manifest(name) is not None
+        or filenames.parse_wal(name) is not None
+        or name.endswith(".tmp")
+        or name.endswith(".wal.dropped")
+        or name == filenames.ARCHIVE_DIR
+    )
+
+
+def _check_directory(fs: Any, path: str, opts: Options) -> bool:
+    """Create or vet the data directory; True when a database exists."""
+    if not fs.exists(path):
+        if not opts.create_if_missing:
+            raise InvalidDatabaseError(f"{path}: no database here (create_if_missing is False)")
+        fs.makedirs(path)
+        return False
+    if not fs.is_dir(path):
+        raise InvalidDatabaseError(f"{path}: not a directory")
+    names = fs.listdir(path)
+    if filenames.CURRENT in names:
+        if opts.error_if_exists:
+            raise InvalidDatabaseError(f"{path}: a database already exists (error_if_exists is True)")
+        return True
+    foreign = [n for n in names if not _is_ours(n)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise InvalidDatabaseError(f"{path}: directory holds files that are not an lsm database ({shown})")
+    if any(filenames.parse_sst(n) is not None for n in names):
+        raise CorruptionError("CURRENT file is missing but table files exist", os.path.join(path, filenames.CURRENT))
+    # A creation interrupted before CURRENT was switched leaves only a
+    # manifest (and perhaps an empty WAL): no data, so create afresh.
+    for n in names:
+        if filenames.parse_manifest(n) is not None or n.endswith(".tmp"):
+            fs.remove(os.path.join(path, n))
+    if not opts.create_if_missing:
+        raise InvalidDatabaseError(f"{path}: no database here (create_if_missing is False)")
+    return False
+
+
+def open_db(path: str, opts: Options) -> DB:
+    fs = opts.fs
+    path = os.fspath(path)
+    wal_dir = opts.wal_dir or path
+    with io_site("open"):
+        exists = _check_directory(fs, path, opts)
+        if wal_dir != path:
+            if not fs.exists(wal_dir):
+                fs.makedirs(wal_dir)
+            foreign = [n for n in fs.listdir(wal_dir) if not _is_ours(n)]
+            if foreign:
+                raise InvalidDatabaseError(f"{wal_dir}: WAL directory holds files that are not lsm WAL segments ({', '.join(foreign[:5])})")
+        try:
+            lock = fs.lock(path)
+        except OSError as e:
+            raise LockedError(f"{path}: database is already open (in this process or another): {e.strerror or e}") from None
+    try:
+        return _open_locked(fs, path, wal_dir, opts, exists, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, lock: Any) -> DB:
+    vs = VersionSet(fs, path, num_levels=opts.num_levels)
+    with io_site("recovery"):
+        if exists:
+            vs.recover()
+        else:
+            vs.create()
+            fs.sync_dir(path)
+        fenced_before = fs.exists(filenames.join(path, filenames.FENCE))
+        result = replay(fs, wal_dir, start_seq=vs.flushed_seq, mode=opts.wal_recovery)
+
+    db = DB.__new__(DB)
+    db.path = path
+    db.wal_dir = wal_dir
+    db._opts = opts
+    db._fs = fs
+    db._lock = lock
+    db._vs = vs
+    db._sync = opts.sync
+    db._memtable_size = opts.memtable_size
+    db._segment_size = opts.wal_segment_size
+    db._write_mu = threading.RLock() if opts.background == "inline" else threading.Lock()
+    db._write_cv = threading.Condition(db._write_mu)
+    db._install_mu = threading.RLock()
+    db._snap_mu = threading.Lock()
+    db._snapshots = {}
+    db._closed = False
+    db._fenced = None
+    db._blocked = None
+    db._keys_written = 0
+    db._user_bytes = 0
+    db._stall_seconds = 0.0
+    db._stalls = 0
+    db._l0_delay = False
+    db._cache = BlockCache(opts.block_cache_size) if opts.block_cache_size > 0 else None
+    db.recovery_report = {"replayed_records": len(result.records), "dropped": list(result.dropped),
+                          "fence_found": fenced_before}
+
+    # Replay the WAL into a memtable (it may exceed memtable_size; the first
+    # write after open then switches it out and flushes it).
+    mem = MemTable(db._write_mu)
+    last = vs.flushed_seq
+    for r in result.records:
+        ops = decode_body(r.body, r.count, r.path, r.offset)
+        mem.add_ops(r.seq, ops)
+        last = r.seq + r.count - 1
+    last = max(last, vs.last_seq)
+    db._last_seq = last
+
+    with io_site("recovery"):
+        # Cut a torn tail (and make the cut durable, so a second crash cannot
+        # bring the torn bytes back); set aside segments a point-in-time
+        # recovery dropped (never replayed, never reused).
+        if result.truncate is not None:
+            tpath, toff = result.truncate
+            fs.truncate(tpath, toff)
+            f = fs.open_append(tpath)
+            try:
+                f.fsync()
+            finally:
+                f.close()
+        for seg_path in result.dropped_segments:
+            fs.rename(seg_path, seg_path + ".dropped")
+        if result.truncate is not None or result.dropped_segments:
+            fs.sync_dir(wal_dir)
+        _remove_garbage(fs, path, wal_dir, vs)
+
+    readers = {}
+    for level in vs.current.levels:
+        for f in level:
+            readers[f.number] = open_reader(db, f.number)
+    db._bg = Background(db, vs.flushed_seq, readers)
+
+    wal = WalWriter(
+        fs,
+        wal_dir,
+        segment_size=opts.wal_segment_size,
+        sync_interval=opts.sync_interval,
+        commit_linger_us=opts.commit_linger_us,
+        on_fence=db._on_fence,
+    )
+    wal.written_seq = last
+    wal.durable_seq = last  # replayed data was read back from disk
+    db._wal = wal
+    replayed_paths = [seg.path for seg in result.segments if seg.records and
+                      seg.records[-1].seq + seg.records[-1].count - 1 > vs.flushed_seq]
+    new_path = filenames.join(wal_dir, filenames.wal_name(last + 1))
+    replayed_paths = [p for p in replayed_paths if p != new_path]
+    with io_site("recovery"):
+        # Every other segment holds only commits already in tables.
+        keep = set(replayed_paths)
+        for name in fs.listdir(wal_dir):
+            p = filenames.join(wal_dir, name)
+            if filenames.parse_wal(name) is not None and p not in keep and p != new_path:
+                fs.remove(p)
+    with db._write_mu:
+        seg = wal.start_segment_locked(last + 1)
+    db._bg._live_wal.update(replayed_paths)
+    db._mem = mem
+    db._mem_wal_paths = replayed_paths + [seg]
+    db._mem_start_seq = vs.flushed_seq
+    db._sv = SuperVersion(mem, (), vs.current, readers)
+    db._sync_dirs_extra = lambda: db._sync >= Sync.EXTRA
+    if opts.sync >= Sync.FULL:
+        wal.sync_to(last)  # the new segment's directory entry
+    with io_site("recovery"):
+        if fenced_before:
+            fs.remove(filenames.join(path, filenames.FENCE))
+            fs.sync_dir(path)
+    db._bg.start()
+    return db
+
+
+def _remove_garbage(fs: Any, path: str, wal_dir: str, vs: VersionSet) -> None:
+    """Remove temp files, tables no version names and obsolete manifests."""
+    live = vs.current.all_numbers()
+    for name in fs.listdir(path):
+        num = filenames.parse_sst(name)
+        if name.endswith(".tmp") or (num is not None and num not in live):
+            fs.remove(filenames.join(path, name))
+    for name in vs.obsolete_manifests():
+        p = filenames.join(path, name)
+        if fs.exists(p):
+            fs.remove(p)
+    fs.sync_dir(path)
+    if wal_dir != path:
+        fs.sync_dir(wal_dir)

@@ -1,0 +1,32 @@
+"""SSTables: immutable sorted files of entries ``(key, trailer, value)`` in
+internal order (user key ascending, then trailer = seq << 8 | kind
+descending). Format: docs/format/sstable.md.
+
+Modules, lowest first (``writer`` imports ``block`` and ``bloom``; ``reader``
+imports those and ``cache``; nothing imports ``writer`` or ``reader``)::
+
+    block    byte layouts: block payload, framing (compression, crc), footer,
+             properties; pure functions, no I/O
+    bloom    the table's bloom filter over user keys
+    cache    BlockCache: LRU of decoded blocks, bounded by bytes
+    writer   TableWriter, TableProperties
+    reader   TableReader: get, iter_entries
+
+Depends only on :mod:`lsm.base`.
+"""
+
+from lsm.sstable.block import FORMAT_VERSION, MAGIC, TableProperties
+from lsm.sstable.bloom import BloomFilter
+from lsm.sstable.cache import BlockCache
+from lsm.sstable.reader import TableReader
+from lsm.sstable.writer import TableWriter
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "BlockCache",
+    "BloomFilter",
+    "TableProperties",
+    "TableReader",
+    "TableWriter",
+]

@@ -1,0 +1,93 @@
+"""The block cache: an LRU map from ``(file_number, block_offset)`` to a
+decoded block (the reader's ``(keys, trailers, values)`` lists), bounded by
+the approximate bytes the entries charge.
+
+Invariant: ``usage`` is the sum of the charges of the cached entries and,
+after every ``put``, ``usage <= capacity``. An entry charged more than the
+whole capacity is not cached (capacity 0 caches nothing).
+
+Thread-safety: every method takes ``self._mu``; a cache is shared by all
+readers of a database. Values are never mutated by the cache, and readers
+treat them as immutable, so a value may be used after its eviction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+
+class BlockCache:
+    """LRU of decoded blocks, bounded by approximate bytes."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
+            raise TypeError(f"capacity_bytes: expected an int, got {type(capacity_bytes).__name__}")
+        if capacity_bytes < 0:
+            raise ValueError(f"capacity_bytes: must be >= 0, got {capacity_bytes}")
+        self.capacity = capacity_bytes
+        self._mu = threading.Lock()
+        # key -> (value, charge), least recently used first; guarded by self._mu
+        self._map: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self.usage = 0  # guarded by self._mu
+        self.hits = 0  # guarded by self._mu
+        self.misses = 0  # guarded by self._mu
+
+    def get(self, key: Hashable) -> object | None:
+        """The cached value, made most recently used; None on a miss."""
+        # Explicit acquire/release: 330 vs 450 ns for ``with self._mu`` (M6
+        # in docs/format/sstable.md); this runs on every block access.
+        mu = self._mu
+        mu.acquire()
+        try:
+            m = self._map
+            e = m.get(key)
+            if e is None:
+                self.misses += 1
+                return None
+            m.move_to_end(key)
+            self.hits += 1
+            return e[0]
+        finally:
+            mu.release()
+
+    def put(self, key: Hashable, value: object, charge: int) -> None:
+        """Insert (or replace) ``key``, evicting least recently used entries
+        until the charges fit the capacity."""
+        if charge > self.capacity or not self.capacity:
+            return
+        with self._mu:
+            m = self._map
+            old = m.pop(key, None)
+            if old is not None:
+                self.usage -= old[1]
+            m[key] = (value, charge)
+            self.usage += charge
+            while self.usage > self.capacity:
+                _k, (_v, c) = m.popitem(last=False)
+                self.usage -= c
+
+    def erase(self, key: Hashable) -> None:
+        with self._mu:
+            e = self._map.pop(key, None)
+            if e is not None:
+                self.usage -= e[1]
+
+    def clear(self) -> None:
+        with self._mu:
+            self._map.clear()
+            self.usage = 0
+
+    def __len__(self) -> int:
+        with self._mu:
+            return len(self._map)
+
+    def check(self) -> None:
+        """Invariant checker for tests: raises AssertionError when broken."""
+        with self._mu:
+            total = sum(c for _v, c in self._map.values())
+            if total != self.usage:
+                raise AssertionError(f"cache usage {self.usage} != sum of charges {total}")
+            if self.usage > self.capacity:
+                raise AssertionError(f"cache usage {self.usage} > capacity {self.capacity}")

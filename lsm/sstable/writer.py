@@ -1,0 +1,314 @@
+"""The sstable writer: turns entries in internal order into a table file
+(format: docs/format/sstable.md; byte layouts in :mod:`lsm.sstable.block`).
+
+File layout, in write order: data blocks, filter block (absent when the
+bloom filter is off or the table is empty), properties block, index block,
+footer. The index holds one entry per data block: the block's last user key
+and last trailer, and the block's handle.
+
+Writes are buffered: blocks accumulate in memory and reach the file in
+writes of about :data:`WRITE_CHUNK` bytes. Nothing is durable before
+``finish(sync=True)`` returns.
+
+Thread-safety: a writer is used by one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from array import array
+from collections.abc import Iterable
+from typing import Final
+
+from lsm.base import compression as _compression
+from lsm.base.fs import FileSystem
+from lsm.sstable.block import (
+    HANDLE,
+    MAX_BLOCK_PAYLOAD,
+    MAX_TRAILER,
+    TableProperties,
+    encode_block,
+    encode_footer,
+    encode_properties,
+    frame_block,
+)
+from lsm.sstable.bloom import BloomBuilder
+
+__all__ = ["TableProperties", "TableWriter"]
+
+WRITE_CHUNK: Final = 256 * 1024
+"""Buffered bytes that trigger a write to the file."""
+
+_ENTRY_OVERHEAD: Final = 16
+"""Payload bytes per entry besides key and value: two u32 offsets and the
+u64 trailer."""
+
+MAX_BLOCK_SIZE: Final = 1 << 30
+"""Largest ``block_size`` accepted. A block is cut once its payload reaches
+``block_size``, so a block exceeds MAX_BLOCK_PAYLOAD only through one entry
+of more than 3 GiB: such an entry is refused."""
+
+_KIND_OFFSET: Final = 0 if sys.byteorder == "little" else 7
+_KINDS: Final = bytes([0, 1])  # ValueKind.DELETE, ValueKind.PUT
+
+
+class TableWriter:
+    """Writes one sstable. ``add`` entries in strictly increasing internal
+    order (user key ascending, then trailer descending), then ``finish``
+    (or ``abandon`` to delete the partial file).
+
+    After an exception from ``add`` or ``finish`` the writer is failed: only
+    ``abandon`` remains valid.
+    """
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        path: str,
+        *,
+        block_size: int = 4096,
+        bloom_bits_per_key: int = 10,
+        compression: int = _compression.ZSTD,
+        compression_level: int = 1,
+    ) -> None:
+        if (
+            isinstance(block_size, bool)
+            or not isinstance(block_size, int)
+            or not (1 <= block_size <= MAX_BLOCK_SIZE)
+        ):
+            raise ValueError(f"block_size: must be an int in 1..{MAX_BLOCK_SIZE}, got {block_size!r}")
+        if (
+            isinstance(bloom_bits_per_key, bool)
+            or not isinstance(bloom_bits_per_key, int)
+            or not (0 <= bloom_bits_per_key <= 64)
+        ):
+            raise ValueError(f"bloom_bits_per_key: must be an int in 0..64, got {bloom_bits_per_key!r}")
+        if compression not in (_compression.NONE, _compression.ZSTD):
+            raise ValueError(f"compression: unknown compression id {compression!r}")
+        self._fs = fs
+        self.path = path
+        self._block_size = block_size
+        self._bloom_bits = bloom_bits_per_key
+        self._compression = compression
+        self._level = compression_level
+        self._file = fs.create(path)
+        self._state = "open"  # then "finished", "failed" or "abandoned"
+
+        self._parts: list[bytes] = []  # buffered stored bytes, not yet written
+        self._buffered = 0  # bytes in self._parts
+        self._offset = 0  # file offset of the next block (written + buffered)
+
+        # Pending data block: parallel lists (cleared in place after each
+        # block, so the bound appends stay valid) and its payload size.
+        self._keys: list[bytes] = []
+        self._trailers: list[int] = []
+        self._values: list[bytes] = []
+        self._kapp = self._keys.append
+        self._tapp = self._trailers.append
+        self._vapp = self._values.append
+        self._pending = 8
+
+        # Index: last key and trailer of each finished data block, handle.
+        self._ikeys: list[bytes] = []
+        self._itrailers: list[int] = []
+        self._ihandles: list[bytes] = []
+
+        self._bloom = BloomBuilder() if bloom_bits_per_key else None
+        # The previous entry; initially a virtual one before every real
+        # entry: (b"", 2**64) precedes (b"", t) for every valid trailer t.
+        self._last_key = b""
+        self._last_trailer = MAX_TRAILER + 1
+        self._num_keys = 0  # distinct user keys above b""
+        self._flushed_entries = 0
+        self._num_deletes = 0
+        self._data_size = 0
+        self._smallest: bytes | None = None
+        self._min_seq = -1
+        self._max_seq = 0
+
+    # ------------------------------------------------------------ adding
+    def add(self, key: bytes, trailer: int, value: bytes) -> None:
+        """Append one entry. REQUIRES: ``(key, trailer)`` follows the previous
+        entry in internal order (ValueError otherwise, checked here); key
+        and value are bytes; trailer = seq << 8 | kind, a u64 with kind PUT
+        or DELETE (checked, ValueError, when the block is cut, so possibly
+        by a later ``add`` or by ``finish``)."""
+        # Kept to two comparisons and plain appends: this runs once per entry
+        # of every flush and compaction (M5 in docs/format/sstable.md).
+        lk = self._last_key
+        if key > lk:
+            self._num_keys += 1
+        elif key != lk or trailer >= self._last_trailer:
+            self._fail_order(key, trailer)
+        size = len(key) + len(value) + _ENTRY_OVERHEAD
+        self._last_key = key
+        self._last_trailer = trailer
+        self._kapp(key)
+        self._tapp(trailer)
+        self._vapp(value)
+        self._pending += size
+        if self._pending >= self._block_size:
+            self._flush_block()
+
+    def _fail_order(self, key: bytes, trailer: int) -> None:
+        if key != self._last_key:
+            raise ValueError(f"key {key!r} added after {self._last_key!r}: keys must be ascending")
+        raise ValueError(
+            f"key {key!r}: trailer {trailer} added after {self._last_trailer}: versions must be newest first"
+        )
+
+    def add_many(self, entries: Iterable[tuple[bytes, int, bytes]]) -> None:
+        """``add`` each ``(key, trailer, value)``."""
+        add = self.add  # local alias: one attribute look-up for the whole loop
+        for key, trailer, value in entries:
+            add(key, trailer, value)
+
+    @property
+    def estimated_size(self) -> int:
+        """Bytes of the file so far (written and buffered) plus the pending
+        block's uncompressed payload."""
+        return self._offset + (self._pending if self._keys else 0)
+
+    @property
+    def num_entries(self) -> int:
+        return self._flushed_entries + len(self._keys)
+
+    # ------------------------------------------------------------ blocks
+    def _flush_block(self) -> None:
+        """Cut the pending block: validate its trailers, encode, frame and
+        buffer it, and record its index entry."""
+        keys, trailers, values = self._keys, self._trailers, self._values
+        try:
+            if self._pending > MAX_BLOCK_PAYLOAD:
+                raise ValueError(f"entry of {max(map(len, values))} bytes does not fit a block")
+            try:
+                tr = array("Q", trailers)
+            except OverflowError:
+                raise ValueError("trailer out of range: must be a u64 (seq < 2**56)") from None
+            # The low byte of each little-endian u64 is the kind: bulk checks
+            # in C instead of a test per entry in add().
+            kinds = tr.tobytes()[_KIND_OFFSET::8]
+            bad = kinds.translate(None, _KINDS)
+            if bad:
+                raise ValueError(f"unknown value kind {bad[0]}")
+            payload = encode_block(keys, tr, values)
+            stored, trailer = frame_block(payload, self._compression, self._level)
+        except BaseException:
+            self._fail()
+            raise
+        self._num_deletes += kinds.count(0)
+        self._data_size += len(payload) - 8 - _ENTRY_OVERHEAD * len(keys)
+        lo = min(tr) >> 8
+        if self._min_seq < 0 or lo < self._min_seq:
+            self._min_seq = lo
+        self._max_seq = max(self._max_seq, max(tr) >> 8)
+        if self._smallest is None:
+            self._smallest = keys[0]
+        if self._bloom is not None:
+            self._bloom.add_keys(keys)
+        offset = self._append(stored, trailer)
+        self._ikeys.append(keys[-1])
+        self._itrailers.append(trailers[-1])
+        self._ihandles.append(HANDLE.pack(offset, len(stored)))
+        self._flushed_entries += len(keys)
+        keys.clear()
+        trailers.clear()
+        values.clear()
+        self._pending = 8
+
+    def _append(self, stored: bytes, trailer: bytes) -> int:
+        """Buffer one framed block; its offset in the file."""
+        offset = self._offset
+        n = len(stored) + len(trailer)
+        self._parts.append(stored)
+        self._parts.append(trailer)
+        self._offset += n
+        self._buffered += n
+        if self._buffered >= WRITE_CHUNK:
+            self._write_buffered()
+        return offset
+
+    def _append_meta(self, payload: bytes) -> tuple[int, int]:
+        """Buffer an uncompressed meta block; its handle."""
+        stored, trailer = frame_block(payload, _compression.NONE)
+        return self._append(stored, trailer), len(stored)
+
+    def _write_buffered(self) -> None:
+        if self._parts:
+            data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+            self._parts = []
+            self._buffered = 0
+            try:
+                self._file.write(data)
+            except BaseException:
+                self._fail()  # the file now ends in an unknown place
+                raise
+
+    # ------------------------------------------------------------ finishing
+    def finish(self, sync: bool = True) -> TableProperties:
+        """Write the pending block, the filter, properties and index blocks
+        and the footer; fsync when ``sync``; close the file. On an exception
+        the file is incomplete: call :meth:`abandon`."""
+        if self._state != "open":
+            raise ValueError(f"table writer is {self._state}")
+        try:
+            if self._keys:
+                self._flush_block()
+            n = self._flushed_entries
+            filter_h = (0, 0)
+            if self._bloom is not None and n:
+                num_keys = self._num_keys + (1 if self._smallest == b"" else 0)
+                filter_h = self._append_meta(self._bloom.finish(self._bloom_bits, num_keys))
+            props = TableProperties(
+                file_size=0,
+                num_entries=n,
+                num_deletes=self._num_deletes,
+                smallest=self._smallest or b"",
+                largest=self._last_key,
+                min_seq=max(self._min_seq, 0),
+                max_seq=self._max_seq,
+                data_size=self._data_size,
+            )
+            props_h = self._append_meta(encode_properties(props, len(self._ihandles)))
+            index_h = self._append_meta(encode_block(self._ikeys, self._itrailers, self._ihandles))
+            footer = encode_footer(filter_h, props_h, index_h)
+            self._parts.append(footer)
+            self._offset += len(footer)
+            self._write_buffered()
+            if sync:
+                self._file.fsync()
+            self._file.close()
+        except BaseException:
+            self._fail()
+            raise
+        self._state = "finished"
+        self.add = self._refuse  # type: ignore[method-assign]
+        props.file_size = self._offset
+        return props
+
+    def _fail(self) -> None:
+        self._state = "failed"
+        self.add = self._refuse  # type: ignore[method-assign]
+
+    def _refuse(self, key: bytes, trailer: int, value: bytes) -> None:
+        raise ValueError(f"table writer is {self._state}")
+
+    def abandon(self) -> None:
+        """Close and delete the file (idempotent; valid in any state, meant
+        for a writer that failed or is no longer wanted)."""
+        if self._state == "abandoned":
+            return
+        self._state = "abandoned"
+        self.add = self._refuse  # type: ignore[method-assign]
+        self._parts = []
+        try:
+            self._file.close()
+        finally:
+            try:
+                self._fs.remove(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"TableWriter({os.path.basename(self.path)!r}, entries={self.num_entries}, {self._state})"

@@ -1,0 +1,139 @@
+"""The bytes of a WAL segment: segment header and record framing.
+
+Spec: docs/format/wal.md (byte diagrams, checksum coverage, worked example,
+edge cases). Every number here is part of the on-disk format: never change
+or renumber one; a new layout gets a new ``FORMAT_VERSION``.
+
+Segment::
+
+    +---------------------------- segment header (24 bytes) -------------------+
+    | magic 8 "lsmWAL\\0\\0" | version u32 | first_seq u64 | masked crc32c u32   |
+    +--------------------------------------------------------------------------+
+    record 0 | record 1 | ... | (optional all-zero tail from preallocation)
+
+Record (one per committed write batch)::
+
+    +-----------+----------+---------+-----------+----------------+-------------+
+    | crc u32   | len u32  | seq u64 | count u32 | timestamp u64  | body (len)  |
+    +-----------+----------+---------+-----------+----------------+-------------+
+      masked crc32c of every byte after the crc field: the 24 header bytes that
+      follow it and the body. All integers little-endian.
+
+The body is a write-batch body (``lsm/batch.py``), opaque at this layer.
+
+This module is pure (no I/O) and thread-safe (no state).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from crc32c import crc32c as _crc32c  # direct: encode_record saves the wrapper call (see its docstring)
+
+from lsm.base.checksum import masked_crc
+from lsm.base.coding import MAX_SEQ
+from lsm.base.errors import CorruptionError
+
+# ---- part of the on-disk format: never change ------------------------------
+SEGMENT_MAGIC: Final = b"lsmWAL\x00\x00"
+"""First 8 bytes of every segment file."""
+
+FORMAT_VERSION: Final = 1
+"""Version of the segment and record layout. The magic and the version stay
+at offsets 0..12 in every future version, so a reader can always tell an
+unknown version from damage."""
+
+SEGMENT_HEADER_SIZE: Final = 24
+"""magic 8 + version u32 + first_seq u64 + masked crc32c u32."""
+
+RECORD_HEADER_SIZE: Final = 28
+"""masked crc u32 + length u32 + seq u64 + count u32 + timestamp u64."""
+
+MAX_BODY_SIZE: Final = 0xFFFFFFFF
+"""The length field is a u32."""
+# -----------------------------------------------------------------------------
+
+_SEGMENT_PREFIX: Final = struct.Struct("<8sIQ")  # magic, version, first_seq: the bytes the crc covers
+_U32: Final = struct.Struct("<I")
+
+RECORD_HEADER: Final = struct.Struct("<IIQIQ")
+"""masked_crc, length, seq, count, timestamp_us: for ``unpack_from`` in readers."""
+
+_RECORD_HEADER_TAIL: Final = struct.Struct("<IQIQ")  # length, seq, count, timestamp: what the crc covers
+
+# The mask of lsm.base.checksum.mask, inlined into encode_record to save a
+# Python call on the put path (tests/test_wal_format.py checks that both agree).
+_MASK_DELTA: Final = 0xA282EAD8
+_SEQ_LIMIT: Final = MAX_SEQ + 1
+_pack_tail: Final = _RECORD_HEADER_TAIL.pack
+_pack_u32: Final = _U32.pack
+
+assert SEGMENT_HEADER_SIZE == _SEGMENT_PREFIX.size + 4
+assert RECORD_HEADER_SIZE == RECORD_HEADER.size == _RECORD_HEADER_TAIL.size + 4
+
+
+def encode_record(seq: int, count: int, timestamp_us: int, body: bytes | bytearray | memoryview) -> bytes:
+    """The framed record for one committed batch of ``count`` ops whose
+    sequence numbers are ``seq .. seq+count-1``.
+
+    Raises ValueError when ``count < 1``, the sequence numbers leave
+    ``0 .. MAX_SEQ``, ``timestamp_us`` does not fit a u64 or the body is
+    longer than ``MAX_BODY_SIZE``.
+
+    Hot path (one call per commit). Measured on the dev box (AMD EPYC, 2
+    cores, Python 3.11.7, crc32c 2.9) with ``timeit`` over
+    ``encode_record(123456, 3, 1700000000000000, b"x" * 120)``, best of 7 x
+    300k calls: 0.6 us per call (empty body 0.55 us, 4 KiB body 1.2 us).
+    Each crc32c call costs ~0.12 us of fixed overhead, so one call over
+    ``header_tail + body`` (a concatenation the record needs anyway) beat
+    chaining ``crc32c(body, crc32c(header_tail))`` (0.8 us) up to ~4 KiB
+    bodies; above that both are dominated by the crc and the copy.
+    """
+    if count < 1 or seq + count > _SEQ_LIMIT:  # a negative seq fails the pack below
+        raise ValueError(
+            f"WAL record: bad sequence range seq={seq} count={count} (need count >= 1, seq+count-1 <= {MAX_SEQ})"
+        )
+    try:
+        rest = _pack_tail(len(body), seq, count, timestamp_us) + body
+    except struct.error:
+        raise ValueError(
+            f"WAL record: a field is out of range (seq={seq}, timestamp_us={timestamp_us}, "
+            f"body of {len(body)} bytes, at most {MAX_BODY_SIZE})"
+        ) from None
+    c = _crc32c(rest)
+    return _pack_u32(((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF) + rest
+
+
+def encode_segment_header(first_seq: int) -> bytes:
+    """The 24-byte header of a segment whose first record will carry
+    sequence number ``first_seq`` (also the number in its file name)."""
+    if not 0 <= first_seq <= _SEQ_LIMIT:
+        raise ValueError(f"WAL segment: first_seq {first_seq} out of range")
+    prefix = _SEGMENT_PREFIX.pack(SEGMENT_MAGIC, FORMAT_VERSION, first_seq)
+    return prefix + _U32.pack(masked_crc(prefix))
+
+
+def decode_segment_header(data: bytes | bytearray | memoryview, path: str) -> int:
+    """The first_seq stored in the segment header at the start of ``data``.
+
+    Checks, in order: length, magic, version, checksum. Raises
+    CorruptionError naming ``path`` and the offset of the failing field.
+    """
+    if len(data) < SEGMENT_HEADER_SIZE:
+        raise CorruptionError(
+            f"truncated segment header ({len(data)} of {SEGMENT_HEADER_SIZE} bytes)", path, len(data)
+        )
+    magic, version, first_seq = _SEGMENT_PREFIX.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptionError(f"bad segment magic {bytes(magic)!r} (not a WAL segment)", path, 0)
+    if version != FORMAT_VERSION:
+        raise CorruptionError(
+            f"unsupported WAL format version {version} (this reader knows {FORMAT_VERSION})", path, 8
+        )
+    (stored,) = _U32.unpack_from(data, _SEGMENT_PREFIX.size)
+    if masked_crc(memoryview(data)[: _SEGMENT_PREFIX.size]) != stored:
+        raise CorruptionError("segment header checksum mismatch", path, _SEGMENT_PREFIX.size)
+    if first_seq > _SEQ_LIMIT:
+        raise CorruptionError(f"segment header first_seq {first_seq} out of range", path, 12)
+    return int(first_seq)

@@ -1,0 +1,354 @@
+"""The WAL writer: owns the live segment, appends commit records, and is the
+ONE place where a commit's sync level is applied.
+
+Protocol (the DB write path)::
+
+    with db write lock:
+        writer.append_locked(record, last_seq, level)   # ordering + write(2)
+        memtable insert; publish last_seq
+    writer.commit_wait(last_seq, level)                 # FULL/EXTRA: group sync
+                                                        # BARRIER: kick async sync
+
+Group commit: records are written by each committer under the DB write
+lock (one write(2) each, ~1 us); syncs are shared. The first committer that
+needs a sync becomes the sync leader: it fdatasyncs everything written so
+far (outside every lock but ``_cv``'s wait) while later committers queue up
+behind it; when it finishes, the next leader's single fdatasync covers all
+of them. One fdatasync per group, however many committers wait.
+
+Levels: OFF returns after write(2). NORMAL returns after write(2); the
+syncer thread fdatasyncs every ``sync_interval``. BARRIER kicks the syncer
+and returns; the *next* append waits for that sync before its bytes reach
+the file (so a crash keeps a prefix). FULL waits for a sync covering its
+record; the first FULL/EXTRA commit in a new segment also syncs the WAL
+directory once, so the segment's existence is durable too. EXTRA is FULL
+with fsync instead of fdatasync, plus directory syncs when segments are
+created or deleted.
+
+Failure: any error from write(2) or a sync fences the writer: ``fenced``
+holds the error, every waiter and every later call raises
+NeedsRecoveryError, and the failed sync is never retried (the kernel may
+have dropped the dirty pages; a retry could falsely succeed).
+
+Locks: ``_cv`` (a Condition) guards ``durable_seq``, ``_syncing``,
+``_barrier_seq``, ``_pending`` and the counters. Lock order: DB write lock,
+then ``_cv``; ``_cv`` is never held across I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from lsm.base import filenames
+from lsm.base.errors import NeedsRecoveryError
+from lsm.base.fs import FileSystem, WritableFile, io_site
+from lsm.options import Sync
+from lsm.wal.format import encode_segment_header
+
+_FULL = Sync.FULL
+_BARRIER = Sync.BARRIER
+_EXTRA = Sync.EXTRA
+_NORMAL = Sync.NORMAL
+
+GROUP_HIST_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128)
+"""Upper bounds of the commits-per-sync histogram buckets (last is +inf)."""
+
+
+class WalWriter:
+    def __init__(
+        self,
+        fs: FileSystem,
+        wal_dir: str,
+        *,
+        segment_size: int,
+        sync_interval: float,
+        commit_linger_us: int = 0,
+        on_fence: Callable[[BaseException], None] | None = None,
+    ):
+        self.fs = fs
+        self.wal_dir = wal_dir
+        self.segment_size = segment_size
+        self.sync_interval = sync_interval
+        self.commit_linger = commit_linger_us / 1e6
+        self._on_fence = on_fence
+        self._cv = threading.Condition(threading.Lock())
+        # -- guarded by the DB write lock:
+        self._file: WritableFile | None = None
+        self.segment_first_seq = 0
+        self.segment_records = 0
+        self.written_seq = 0  # last seq whose record reached the OS
+        self._written_commits = 0
+        self.bytes_written = 0
+        self.segments_created = 0
+        # -- guarded by self._cv:
+        self.durable_seq = 0
+        self._synced_commits = 0
+        self._syncing = False
+        self._barrier_seq = 0
+        self._dir_synced = True  # the live segment's directory entry is durable
+        self._pending: list[tuple[WritableFile, int]] = []  # sealed, maybe-unsynced segments
+        self.fenced: BaseException | None = None
+        self.syncs = 0
+        self.dir_syncs = 0
+        self.sync_seconds = 0.0
+        self.group_hist = [0] * (len(GROUP_HIST_BOUNDS) + 1)
+        self._closed = False
+        self._syncer: threading.Thread | None = None
+        self._kick = threading.Event()
+
+    # ------------------------------------------------------------- segments
+    def start_segment_locked(self, first_seq: int) -> str:
+        """Seal the live segment (if any) and start a new one whose first
+        record will have sequence number ``first_seq``. REQUIRES: DB write
+        lock held. Returns the new segment's path."""
+        self._check_fence()
+        old = self._file
+        if old is not None and self.written_seq > self.durable_seq:
+            # Seal durably: a power cut must never leave an older segment
+            # torn behind a newer one (recovery would call that corruption).
+            # One sync per rotation; it also covers earlier sealed segments.
+            self.sync_to(self.written_seq, _FULL)
+        path = filenames.join(self.wal_dir, filenames.wal_name(first_seq))
+        with io_site("wal"):
+            f = self.fs.create(path)
+            try:
+                f.write(encode_segment_header(first_seq))
+            except BaseException as e:
+                f.close()
+                self._fence(e)
+                raise NeedsRecoveryError(f"WAL segment creation failed: {e}", e) from e
+        self._file = f
+        self.segment_first_seq = first_seq
+        self.segment_records = 0
+        self.segments_created += 1
+        with self._cv:
+            self._dir_synced = False
+        if old is not None:
+            old.close()
+        return path
+
+    @property
+    def segment_path(self) -> str | None:
+        return self._file.path if self._file is not None else None
+
+    @property
+    def segment_bytes(self) -> int:
+        return self._file.size if self._file is not None else 0
+
+    # --------------------------------------------------------------- commits
+    def append_locked(self, record: bytes, last_seq: int, count_commits: int = 1) -> None:
+        """Write one commit record (or a group's records concatenated).
+        REQUIRES: DB write lock held. Enforces the BARRIER ordering: a record
+        never reaches the file before an earlier barrier commit is durable."""
+        if self.fenced is not None:
+            self._raise_fenced()
+        if self._barrier_seq > self.durable_seq:
+            self.sync_to(self._barrier_seq, _FULL)
+        f = self._file
+        try:
+            f.write(record)  # type: ignore[union-attr]
+        except BaseException as e:
+            self._fence(e)
+            raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
+        self.written_seq = last_seq
+        self._written_commits += count_commits
+        self.segment_records += count_commits
+        self.bytes_written += len(record)
+
+    def commit_wait(self, seq: int, level: int) -> None:
+        """Apply the sync level of a commit whose last sequence number is
+        ``seq`` after its record was appended (DB write lock NOT held)."""
+        if level >= _FULL:
+            if self.durable_seq < seq or (not self._dir_synced):
+                self.sync_to(seq, level)
+        elif level == _BARRIER:
+            with self._cv:
+                self._barrier_seq = max(self._barrier_seq, seq)
+            self._ensure_syncer()
+            self._kick.set()
+        elif level == _NORMAL:
+            self._ensure_syncer()
+
+    def sync_to(self, seq: int, level: int = _FULL) -> None:
+        """Block until every record up to ``seq`` is durable (and the live
+        segment's directory entry too). Group commit: at most one sync runs
+        at a time; waiters that arrive during it are covered by the next."""
+        cv = self._cv
+        with cv:
+            while True:
+                if self.fenced is not None:
+                    self._raise_fenced()
+                if self.durable_seq >= seq and self._dir_synced:
+                    return
+                if not self._syncing:
+                    break
+                cv.wait()
+            self._syncing = True
+            if self.commit_linger:
+                cv.wait(self.commit_linger)  # let more committers join the group
+            target = self.written_seq
+            commits = self._written_commits
+            pending, self._pending = self._pending, []
+            need_dir = not self._dir_synced
+            f = self._file
+        err: BaseException | None = None
+        t0 = time.perf_counter()
+        try:
+            with io_site("wal"):
+                for pf, _s in pending:
+                    pf.datasync() if level < _EXTRA else pf.fsync()
+                if f is not None:
+                    f.datasync() if level < _EXTRA else f.fsync()
+                if need_dir:
+                    self.fs.sync_dir(self.wal_dir)
+        except BaseException as e:  # noqa: BLE001 - any failure fences
+            err = e
+        dt = time.perf_counter() - t0
+        for pf, _s in pending:
+            try:
+                pf.close()
+            except OSError:
+                pass
+        with cv:
+            self._syncing = False
+            if err is None:
+                self.durable_seq = max(self.durable_seq, target)
+                group = commits - self._synced_commits
+                self._synced_commits = commits
+                self.syncs += 1
+                self.sync_seconds += dt
+                if need_dir:
+                    self.dir_syncs += 1
+                    if f is self._file:
+                        self._dir_synced = True
+                if group > 0:
+                    i = 0
+                    for b in GROUP_HIST_BOUNDS:
+                        if group <= b:
+                            break
+                        i += 1
+                    self.group_hist[i] += 1
+            cv.notify_all()
+        if err is not None:
+            self._fence(err)
+            self._raise_fenced()
+
+    def sync_all(self) -> int:
+        """Make everything written so far durable; return that seq."""
+        seq = self.written_seq
+        self.sync_to(seq, _FULL)
+        return seq
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until ``durable_seq >= seq`` or ``timeout`` seconds pass;
+        True when durable. Starts the background syncer, so commits made at
+        OFF become durable within ``sync_interval`` without a sync of their
+        own. Raises NeedsRecoveryError if fenced, ValueError for a sequence
+        number never written."""
+        if seq > self.written_seq:
+            raise ValueError(f"sequence number {seq} was never written (the last written is {self.written_seq})")
+        if self.durable_seq >= seq:
+            return True
+        self._ensure_syncer()
+        self._kick.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self.durable_seq < seq:
+                if self.fenced is not None:
+                    self._raise_fenced()
+                if deadline is None:
+                    self._cv.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cv.wait(left)
+        return True
+
+    def sync_dir_extra(self) -> None:
+        """EXTRA: make the WAL directory's entries durable now (after a
+        segment was deleted or archived)."""
+        with io_site("wal"):
+            try:
+                self.fs.sync_dir(self.wal_dir)
+            except BaseException as e:
+                self._fence(e)
+                self._raise_fenced()
+        with self._cv:
+            self.dir_syncs += 1
+
+    # ---------------------------------------------------------- syncer thread
+    def _ensure_syncer(self) -> None:
+        if self._syncer is None and not self._closed:
+            with self._cv:
+                if self._syncer is not None:
+                    return
+                t = threading.Thread(target=self._syncer_loop, name="lsm-wal-syncer", daemon=True)
+                self._syncer = t
+            t.start()
+
+    def _syncer_loop(self) -> None:
+        """NORMAL: fdatasync every sync_interval when there is unsynced data.
+        BARRIER: sync at once when kicked."""
+        while not self._closed:
+            self._kick.wait(self.sync_interval)
+            self._kick.clear()
+            if self._closed or self.fenced is not None:
+                return
+            seq = self.written_seq
+            if seq > self.durable_seq:
+                try:
+                    self.sync_to(seq, _FULL)
+                except NeedsRecoveryError:
+                    return
+
+    # ------------------------------------------------------------- fencing
+    def _fence(self, err: BaseException) -> None:
+        with self._cv:
+            if self.fenced is None:
+                self.fenced = err
+            self._cv.notify_all()
+        if self._on_fence is not None:
+            self._on_fence(err)
+
+    def _check_fence(self) -> None:
+        if self.fenced is not None:
+            self._raise_fenced()
+
+    def _raise_fenced(self) -> None:
+        err = self.fenced
+        raise NeedsRecoveryError(
+            f"the WAL failed an I/O operation ({err!r}); the database is fenced: close and reopen it to recover",
+            err,
+        )
+
+    # --------------------------------------------------------------- close
+    def close(self, sync: bool = True) -> None:
+        """Sync (unless fenced or ``sync`` is False) and close the segment."""
+        if self._closed:
+            return
+        if sync and self.fenced is None and self._file is not None:
+            try:
+                self.sync_all()
+            except NeedsRecoveryError:
+                pass
+        self._closed = True
+        self._kick.set()
+        t = self._syncer
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+        with self._cv:
+            pending, self._pending = self._pending, []
+        for pf, _s in pending:
+            try:
+                pf.close()
+            except OSError:
+                pass
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
