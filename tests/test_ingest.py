@@ -28,9 +28,11 @@ def test_ingest_500k(tmp_path):
             db.delete(b"key%012d" % i)
         db.compact_range()
         st = db.stats()
-        assert st["flush_count"] >= 50, st["flush_count"]
-        assert st["compaction_count"] >= 5, st["compaction_count"]
-        assert st["wal_files_deleted"] >= 50
+        # ~107 bytes charged per entry: one flush per ~9,800 puts.
+        expected_flushes = N * 100 // (1 << 20)
+        assert st["flush_count"] >= expected_flushes, (st["flush_count"], expected_flushes)
+        assert st["compaction_count"] >= expected_flushes // 10, st["compaction_count"]
+        assert st["wal_files_deleted"] >= expected_flushes
         # Level targets: every level except the last is within its target
         # (the last level holds the rest), and level 0 is empty after compact.
         levels = st["levels"]
