@@ -84,7 +84,7 @@ def open_reader(db: DB, number: int) -> TableReader:
         cache=db._cache,
         verify_checksums=db._opts.paranoid_checks,
     )
-    weakref.finalize(r, r._file.close)  # closes the descriptor when no super version holds r
+    weakref.finalize(r, r.file.close)  # closes the descriptor when no super version holds r
     return r
 
 
@@ -105,7 +105,7 @@ class Background:
         self._stopped = False
         self._compact_mu = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._pool = shared_pool() if self.mode == "process" else None
+        self._pools = {k: shared_pool(k) for k in ("flush", "compaction")} if self.mode == "process" else None
         # counters (written by the install path under _install_mu)
         self.flush_count = 0
         self.flush_seconds = 0.0
@@ -140,8 +140,8 @@ class Background:
 
     # ------------------------------------------------------------ execution
     def _execute(self, job: FlushJob | CompactionJob) -> JobResult:
-        if self._pool is not None:
-            return self._pool.run(job)
+        if self._pools is not None:
+            return self._pools["flush" if isinstance(job, FlushJob) else "compaction"].run(job)
         return run_job(job, self.fs)
 
     def _run_with_retries(self, job: FlushJob | CompactionJob) -> JobResult:
@@ -382,11 +382,13 @@ class Background:
                             pass
             readers = dict(self.readers)
             readers.update(new_readers)
+            retired = []
             for num in removed or ():
                 r = readers.pop(num, None)
                 if r is not None:
                     self.retired_bloom[0] += r.bloom_checked
                     self.retired_bloom[1] += r.bloom_useful
+                    retired.append(r)
             self.readers = readers
             with db._write_mu:
                 sv = db._sv
@@ -395,16 +397,12 @@ class Background:
                 self.l0_files = len(version.levels[0])
                 db._l0_delay = self.l0_files >= self.opts.l0_slowdown_trigger
                 db._write_cv.notify_all()
-        if removed:
-            with io_site("compaction"):
-                for num in removed:
-                    try:
-                        self.fs.remove(filenames.join(db.path, filenames.sst_name(num)))
-                    except FileNotFoundError:
-                        pass
-            if db._sync_dirs_extra():
-                with io_site("compaction"):
-                    self.fs.sync_dir(db.path)
+        # A replaced table is unlinked when its reader is collected: when no
+        # super version (an open iterator) can read it any more. An
+        # interrupted deletion leaves an orphan that the next open removes.
+        for r in retired:
+            weakref.finalize(r, _remove_table, self.fs, r.path)
+        del retired
 
     # ------------------------------------------------------------------ misc
     def write_fence_marker(self, err: BaseException) -> None:
@@ -430,6 +428,14 @@ class Background:
             for r in self.readers.values():
                 r.close()
             self.readers = {}
+
+
+def _remove_table(fs: Any, path: str) -> None:
+    with io_site("compaction"):
+        try:
+            fs.remove(path)
+        except OSError:
+            pass  # an orphan now; removed at the next open
 
 
 def _meta(number: int, p: Any) -> FileMeta:

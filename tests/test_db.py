@@ -120,18 +120,27 @@ def test_snapshot_sees_the_past(tmp_path, mode):
             snap.get(b"k001")
 
 
-def test_iterator_survives_compaction(tmp_path):
-    with lsm.open(tmp_path / "db", background="thread", **TINY) as db:
+def test_iterator_survives_compaction_and_pins_its_files(tmp_path):
+    p = tmp_path / "db"
+    with lsm.open(p, background="inline", **TINY) as db:
         for i in range(300):
             db.put(b"k%03d" % i, b"v")
         db.flush()
         it = db.items()
+        before = {f"{f.number:06d}.sst" for level in db._sv.version.levels for f in level}
         first = next(it)
         for i in range(300):
             db.put(b"k%03d" % i, b"w")
         db.compact_range()
+        live = {f"{f.number:06d}.sst" for level in db._sv.version.levels for f in level}
+        on_disk = {n for n in os.listdir(p) if n.endswith(".sst")}
+        assert before - live, "compaction replaced no table"
+        assert before <= on_disk, "a table the open iterator reads was deleted"
         rest = list(it)
         assert [first] + rest == [(b"k%03d" % i, b"v") for i in range(300)]
+        del it
+        on_disk = {n for n in os.listdir(p) if n.endswith(".sst")}
+        assert on_disk == live, "replaced tables outlived the last iterator"
 
 
 def test_opening_twice_is_locked(tmp_path):
@@ -254,3 +263,35 @@ def test_crash_keeps_every_commit(tmp_path, mode):
     with lsm.open(p, background=mode, **TINY) as db:
         assert db.get(b"k0599") == b"v599"
         assert len(list(db.items())) == 600
+
+
+def test_missing_table_fails_the_open(tmp_path):
+    p = tmp_path / "db"
+    with lsm.open(p, background="inline") as db:
+        db.put(b"a", b"1")
+        db.flush()
+    sst = [n for n in os.listdir(p) if n.endswith(".sst")]
+    assert len(sst) == 1
+    os.unlink(p / sst[0])
+    with pytest.raises(lsm.CorruptionError, match="missing table file"):
+        lsm.open(p, background="inline")
+
+
+def test_mid_log_damage_fails_closed_and_changes_nothing(tmp_path):
+    p = tmp_path / "db"
+    db = lsm.open(p, background="inline")
+    for i in range(50):
+        db.put(b"k%02d" % i, b"v" * 20, sync=lsm.Sync.OFF)
+    db._simulate_crash()
+    (wal,) = [n for n in os.listdir(p) if n.endswith(".wal")]
+    data = bytearray((p / wal).read_bytes())
+    data[24 + 10 * 60] ^= 0xFF  # inside the 11th record (each is 28 + 9 + 3 + 20 bytes)
+    (p / wal).write_bytes(bytes(data))
+    before = {n: (p / n).read_bytes() for n in os.listdir(p) if n != "LOCK"}
+    with pytest.raises(lsm.CorruptionError, match=wal):
+        lsm.open(p, background="inline")
+    after = {n: (p / n).read_bytes() for n in os.listdir(p) if n != "LOCK"}
+    assert after == before
+    with lsm.open(p, background="inline", wal_recovery="point_in_time") as db:
+        keys = list(db.keys())
+        assert keys == [b"k%02d" % i for i in range(len(keys))] and 0 < len(keys) < 50

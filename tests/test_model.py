@@ -147,6 +147,7 @@ class DBModel(RuleBasedStateMachine):
 
 
 TestDBModelInline = DBModel.TestCase
+TestDBModelInline.settings = settings(TestDBModelInline.settings, max_examples=TestDBModelInline.settings.max_examples * 4)
 
 
 class ThreadModel(DBModel):

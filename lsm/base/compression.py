@@ -48,6 +48,8 @@ def decompress(kind: int, data: bytes | memoryview, max_size: int) -> bytes:
     output larger than ``max_size`` (a length field never causes a huge
     allocation)."""
     if kind == NONE:
+        if len(data) > max_size:
+            raise ValueError("stored block larger than its header says")
         return bytes(data)
     if kind == ZSTD:
         try:

@@ -366,6 +366,12 @@ class TableReader:
         if (n, deletes, data_size) != (p.num_entries, p.num_deletes, p.data_size):
             raise self._corrupt("entry counts differ from the properties", None)
 
+    @property
+    def file(self) -> ReadableFile:
+        """The open file (the DB attaches a finalizer that closes it when no
+        super version holds this reader any more)."""
+        return self._file
+
     def close(self) -> None:
         self._file.close()
 
