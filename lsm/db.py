@@ -55,32 +55,18 @@ class DB:
         if type(value) is not bytes:
             value = as_bytes(value, "value")
         level = self._sync if sync is None else Sync.coerce(sync)
-        body = _pack_op(_PUT, len(key), len(value)) + key + value
-        if self._l0_delay:
-            self._delay_write()
-        with self._write_mu:
-            if self._blocked is not None:
-                self._raise_blocked()
-            mem = self._mem
-            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._segment_size:
-                self._make_room_locked()
-                mem = self._mem
-            seq = self._last_seq + 1
-            self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body), seq)
-            mem.add(seq, _PUT, key, value)
-            self._last_seq = seq
-            self._keys_written += 1
-            self._user_bytes += len(key) + len(value)
-        if level:
-            self._wal.commit_wait(seq, level)
-        return seq
+        return self._commit_one(_PUT, key, value, _pack_op(_PUT, len(key), len(value)) + key + value, level)
 
     def delete(self, key: bytes, *, sync: Sync | int | str | None = None) -> int:
         """Delete ``key`` (a no-op if absent); return the sequence number."""
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         level = self._sync if sync is None else Sync.coerce(sync)
-        body = _pack_op(_DELETE, len(key), 0) + key
+        return self._commit_one(_DELETE, key, b"", _pack_op(_DELETE, len(key), 0) + key, level)
+
+    def _commit_one(self, kind: int, key: bytes, value: bytes, body: bytes, level: int) -> int:
+        """The single-op commit: WAL append and memtable insert under the
+        write lock, then the sync level applied outside it."""
         if self._l0_delay:
             self._delay_write()
         with self._write_mu:
@@ -92,10 +78,10 @@ class DB:
                 mem = self._mem
             seq = self._last_seq + 1
             self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body), seq)
-            mem.add(seq, _DELETE, key, b"")
+            mem.add(seq, kind, key, value)
             self._last_seq = seq
             self._keys_written += 1
-            self._user_bytes += len(key)
+            self._user_bytes += len(key) + len(value)
         if level:
             self._wal.commit_wait(seq, level)
         return seq
@@ -395,6 +381,10 @@ class DB:
             self._bg.write_fence_marker(err)
         with self._write_cv:
             self._write_cv.notify_all()
+
+    def _sync_dirs_extra(self) -> bool:
+        """EXTRA: also sync directories after deleting files."""
+        return self._sync >= Sync.EXTRA
 
     def _raise_blocked(self) -> None:
         raise self._blocked  # type: ignore[misc]

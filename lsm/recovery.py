@@ -197,7 +197,6 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._mem_wal_paths = replayed_paths + [seg]
     db._mem_start_seq = vs.flushed_seq
     db._sv = SuperVersion(mem, (), vs.current, readers)
-    db._sync_dirs_extra = lambda: db._sync >= Sync.EXTRA
     if opts.sync >= Sync.FULL:
         wal.sync_to(last)  # the new segment's directory entry
     with io_site("recovery"):

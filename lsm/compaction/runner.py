@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -269,7 +268,7 @@ def remove_outputs(fs: FileSystem, dbdir: str, numbers: Iterable[int]) -> None:
     for n in numbers:
         p = filenames.join(dbdir, filenames.sst_name(n))
         try:
-            if os.path.exists(p):
+            if fs.exists(p):
                 fs.remove(p)
         except OSError:
             pass
