@@ -94,7 +94,7 @@ class ReadableFile:
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            os.close(fd)
+            self.fs._close(self, fd)
 
 
 class FileLock:
@@ -264,7 +264,7 @@ class FileSystem:
     def _pread(self, f: ReadableFile, offset: int, n: int) -> bytes:
         return os.pread(f.fd, n, offset)
 
-    def _close(self, f: WritableFile, fd: int) -> None:
+    def _close(self, f: WritableFile | ReadableFile, fd: int) -> None:
         os.close(fd)
 
 
