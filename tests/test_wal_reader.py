@@ -197,12 +197,23 @@ def test_all_zero_segment_is_torn_tail(tmp_path: object) -> None:
     assert r.dropped_segments == [path]
 
 
-def test_short_garbage_header_is_not_tail(tmp_path: object) -> None:
+def test_short_garbage_header_is_tail(tmp_path: object) -> None:
+    # A segment whose header was never synced can hold anything; with no
+    # intact record after it, nothing in it was ever durable.
     path = write_seg(str(tmp_path), 5, b"garbage")
     s = scan_segment(FS, path)
-    assert s.damage is not None and not s.damage.is_tail
+    assert s.damage is not None and s.damage.is_tail
+    r = replay(FS, str(tmp_path), start_seq=4)
+    assert r.records == [] and r.dropped_segments == [path]
     with pytest.raises(CorruptionError, match="segment header"):
-        replay(FS, str(tmp_path), start_seq=4)
+        replay(FS, str(tmp_path), start_seq=4, mode="absolute")
+
+
+def test_garbage_header_before_intact_records_is_not_tail(tmp_path: object) -> None:
+    data, _ = build(5, chain(5, 3))
+    path = write_seg(str(tmp_path), 5, b"\xee" * HS + data[HS:])
+    s = scan_segment(FS, path)
+    assert s.damage is not None and not s.damage.is_tail and "intact record with seq 5" in s.damage.detail
 
 
 @pytest.mark.parametrize("i", range(HS))
@@ -327,7 +338,7 @@ def test_checksum_mismatch_in_middle_record(tmp_path: object) -> None:
     path = write_seg(str(tmp_path), 1, flip(data, offs[2] + RH + 3))
     s = scan_segment(FS, path)
     assert s.damage is not None and not s.damage.is_tail and s.damage.offset == offs[2]
-    assert "non-zero bytes follow" in s.damage.detail
+    assert f"intact record with seq 4 starts where the damaged one ends, at offset {offs[3]}" in s.damage.detail
     with pytest.raises(CorruptionError, match="checksum mismatch in the middle of the log") as ei:
         replay(FS, str(tmp_path), start_seq=0)
     assert ei.value.path == path and ei.value.offset == offs[2]
@@ -376,30 +387,76 @@ def test_length_pointing_into_zero_tail_is_not_tail(tmp_path: object) -> None:
     assert s.damage is not None and not s.damage.is_tail and "intact record" in s.damage.detail
 
 
-def test_short_length_in_last_record_fails_closed(tmp_path: object) -> None:
-    # A smaller length leaves the rest of the body after the declared end:
-    # non-zero bytes follow, so it is not provably a tail.
+def test_short_length_in_last_record_is_tail(tmp_path: object) -> None:
+    # A smaller length leaves the rest of the body after the declared end,
+    # but no intact record follows: indistinguishable from a torn write
+    # followed by garbage, so tolerate_tail discards it (absolute refuses).
     recs = chain(1, 2, size=40)
     data, offs = build(1, recs)
     bad = bytearray(data)
     struct.pack_into("<I", bad, offs[1] + 4, 10)
-    write_seg(str(tmp_path), 1, bytes(bad))
+    path = write_seg(str(tmp_path), 1, bytes(bad))
+    r = replay(FS, str(tmp_path), start_seq=0)
+    assert same(r.records, recs[:1]) and r.truncate == (path, offs[1])
     with pytest.raises(CorruptionError):
+        replay(FS, str(tmp_path), start_seq=0, mode="absolute")
+
+
+def test_torn_record_followed_by_garbage_is_tail(tmp_path: object) -> None:
+    # What a power cut can leave in never-synced blocks: the last record
+    # cut short, then random bytes to the end of the file.
+    import random
+
+    recs = chain(1, 4, size=60)
+    data, offs = build(1, recs)
+    rng = random.Random(5)
+    for cut in range(offs[3] + 1, len(data)):
+        path = write_seg(str(tmp_path), 1, data[:cut] + rng.randbytes(len(data) - cut + 200))
+        r = replay(FS, str(tmp_path), start_seq=0)
+        assert same(r.records, recs[:3]) and r.truncate == (path, offs[3]), cut
+
+
+def test_checksum_mismatch_with_damaged_length_in_middle_is_found(tmp_path: object) -> None:
+    # Length and body both damaged in a middle record: the record after it
+    # is still found by its sequence number, so the open fails closed.
+    recs = chain(1, 5, size=30)
+    data, offs = build(1, recs)
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, offs[1] + 4, 7)
+    bad[offs[1] + RH + 2] ^= 0xFF
+    write_seg(str(tmp_path), 1, bytes(bad))
+    with pytest.raises(CorruptionError, match="intact record with seq 3"):
         replay(FS, str(tmp_path), start_seq=0)
 
 
-def test_nonzero_garbage_after_end_marker_is_damage(tmp_path: object) -> None:
+def test_nonzero_garbage_after_end_marker_is_tail(tmp_path: object) -> None:
     recs = chain(1, 3)
     data, _ = build(1, recs)
     path = write_seg(str(tmp_path), 1, data + bytes(100) + b"\x07" + bytes(50))
     s = scan_segment(FS, path)
-    assert s.damage is not None and not s.damage.is_tail
+    assert s.damage is not None and s.damage.is_tail
     assert s.damage.reason == "non-zero bytes after end-of-data marker"
     assert s.damage.offset == len(data) + 100 and s.valid_end == len(data)
+    r = replay(FS, str(tmp_path), start_seq=0)
+    assert same(r.records, recs) and r.truncate == (path, len(data))
+    with pytest.raises(CorruptionError, match="end-of-data marker"):
+        replay(FS, str(tmp_path), start_seq=0, mode="absolute")
+
+
+def test_hole_of_zeros_before_an_intact_record_is_damage(tmp_path: object) -> None:
+    # A zeroed stretch in the middle of the log: the record after it is
+    # intact, so the zeros are lost data, not the end.
+    recs = chain(1, 4)
+    data, offs = build(1, recs)
+    holed = data[: offs[2]] + bytes(offs[3] - offs[2]) + data[offs[3]:]
+    path = write_seg(str(tmp_path), 1, holed)
+    s = scan_segment(FS, path)
+    assert s.damage is not None and not s.damage.is_tail
+    assert "intact record with seq 4" in s.damage.detail
     with pytest.raises(CorruptionError, match="end-of-data marker"):
         replay(FS, str(tmp_path), start_seq=0)
     r = replay(FS, str(tmp_path), start_seq=0, mode="point_in_time")
-    assert same(r.records, recs) and r.truncate == (path, len(data))
+    assert same(r.records, recs[:2]) and r.truncate == (path, offs[2])
 
 
 def test_garbage_shorter_than_header_after_records_is_tail(tmp_path: object) -> None:
@@ -551,18 +608,25 @@ def test_records_chain_across_an_empty_segment(tmp_path: object) -> None:
 
 def test_gap_between_start_seq_and_log(tmp_path: object) -> None:
     seg(tmp_path, 11, chain(11, 3))
-    with pytest.raises(CorruptionError, match="sequence gap: expected 6, found 11"):
+    with pytest.raises(CorruptionError, match="oldest WAL segment starts at 11, expected 6 or below"):
         replay(FS, str(tmp_path), start_seq=5)
     r = replay(FS, str(tmp_path), start_seq=5, mode="point_in_time")
     assert r.records == [] and r.last_seq == 5
     assert same(replay(FS, str(tmp_path), start_seq=10).records, chain(11, 3))
 
 
-def test_empty_newer_segment_is_no_gap(tmp_path: object) -> None:
-    # No records newer than start_seq: nothing is missing.
-    seg(tmp_path, 11, [])
-    r = replay(FS, str(tmp_path), start_seq=5, mode="absolute")
-    assert r.records == [] and r.last_seq == 5
+def test_empty_newer_segment_is_a_gap(tmp_path: object) -> None:
+    # Segments are deleted only after a flush covers them, so an oldest
+    # segment named above start_seq + 1 means commits 6..10 are gone, even
+    # when it holds no record (a damaged last manifest edit that had been
+    # acted on looks like this).
+    p = seg(tmp_path, 11, [])
+    with pytest.raises(CorruptionError, match="oldest WAL segment starts at 11") as ei:
+        replay(FS, str(tmp_path), start_seq=5, mode="tolerate_tail")
+    assert ei.value.path == p
+    r = replay(FS, str(tmp_path), start_seq=5, mode="point_in_time")
+    assert r.records == [] and r.last_seq == 5 and r.dropped_segments == [p]
+    assert replay(FS, str(tmp_path), start_seq=10, mode="absolute").records == []
 
 
 def test_no_segments(tmp_path: object) -> None:
@@ -827,7 +891,9 @@ def test_damage_never_returns_altered_data(
     assert same(pit.records, want)
     assert pit.last_seq == (want[-1].last if want else start_seq)
 
-    in_last_record = newest and bool(offs_j) and pos >= offs_j[-1]
+    # The last record, or the header of a newest segment with no records:
+    # damage there is indistinguishable from a torn write.
+    in_last_record = newest and (pos >= offs_j[-1] if offs_j else True)
     for mode in ("tolerate_tail", "absolute"):
         try:
             r = replay(FS, d, start_seq=start_seq, mode=mode)

@@ -28,7 +28,7 @@ from lsm.base.checksum import crc, mask
 from lsm.base.coding import U32, U32U32
 from lsm.base.errors import CorruptionError, InvalidDatabaseError, NeedsRecoveryError
 from lsm.base.fs import FileSystem, WritableFile, io_site
-from lsm.manifest.edit import VersionEdit, is_edit_prefix
+from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version import Version, VersionBuilder
 
 # ---- on-disk constants (part of the format; see docs/format/manifest.md) ----
@@ -336,6 +336,26 @@ class VersionSet:
             pass
 
 
+def _intact_record_after(data: bytes, mv: memoryview, start: int) -> int:
+    """Offset of the first intact record (length in bounds, checksum
+    matches, payload decodes as a version edit) starting at or after
+    ``start``, or -1. Only damage pays for this scan."""
+    size = len(data)
+    unpack_from = U32U32.unpack_from
+    for off in range(start, size - RECORD_HEADER_SIZE + 1):
+        stored, length = unpack_from(data, off)
+        end = off + RECORD_HEADER_SIZE + length
+        if length == 0 or end > size:
+            continue
+        if mask(crc(mv[off + 8 : end], crc(mv[off + 4 : off + 8]))) == stored:
+            try:
+                VersionEdit.decode(mv[off + 8 : end], "", 0)
+            except CorruptionError:
+                continue
+            return off
+    return -1
+
+
 def _replay(data: bytes, path: str, num_levels: int) -> tuple[Version, int, int, int, int | None]:
     """Parse a whole manifest file. Returns (version, next_file_number,
     last_seq, flushed_seq, offset of a dropped torn tail or None)."""
@@ -363,27 +383,23 @@ def _replay(data: bytes, path: str, num_levels: int) -> tuple[Version, int, int,
             torn = off  # header cut by EOF: a torn final record
             break
         stored, length = U32U32.unpack_from(data, off)
-        if length > MAX_RECORD_SIZE:
-            raise CorruptionError(f"manifest record length {length} exceeds the limit", path, off)
         end = off + RECORD_HEADER_SIZE + length
-        if end > size:
-            # Payload cut by EOF: a torn final record, unless its bytes cannot
-            # begin a valid edit (then the length field itself is damaged and
-            # later records would be silently lost).
-            if not is_edit_prefix(mv[off + RECORD_HEADER_SIZE :]):
-                raise CorruptionError(
-                    f"manifest record length {length} runs past the end of the file over bytes "
-                    "that are not a torn version edit",
-                    path,
-                    off,
-                )
+        if (length > MAX_RECORD_SIZE or end > size
+                or mask(crc(mv[off + 8 : end], crc(mv[off + 4 : off + 8]))) != stored):
+            # A damaged record is the torn final write of an edit that was
+            # never acknowledged iff no intact record follows it; otherwise
+            # the damage is in the middle and later edits would be lost.
+            found = _intact_record_after(data, mv, off + 1)
+            if found >= 0:
+                if length > MAX_RECORD_SIZE:
+                    what = f"manifest record length {length} exceeds the limit"
+                elif end > size:
+                    what = f"manifest record length {length} runs past the end of the file"
+                else:
+                    what = "manifest record checksum mismatch"
+                raise CorruptionError(f"{what}, before an intact record at offset {found}", path, off)
             torn = off
             break
-        if mask(crc(mv[off + 8 : end], crc(mv[off + 4 : off + 8]))) != stored:
-            if data.count(b"\0", off) == size - off:
-                torn = off  # zero-filled tail: file size grew but the data never reached the disk
-                break
-            raise CorruptionError("manifest record checksum mismatch", path, off)
         edit = VersionEdit.decode(mv[off + 8 : end], path, off + 8)
         for level, f in edit.added:
             if level >= num_levels:

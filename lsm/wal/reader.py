@@ -14,27 +14,35 @@ Spec: docs/format/wal.md. Contracts:
 * I/O errors (``OSError``) propagate unchanged: they are not corruption.
 
 Torn-tail rule (which damage ``tolerate_tail`` may discard). Damage is a
-*torn tail* iff no intact record follows it in the file. It is decided
-conservatively (when in doubt, it is not a tail, and recovery fails closed):
-damage in the record at offset X whose header declares it ends at E is a
-tail iff
+*torn tail* iff no intact record follows it in the file: whatever else
+follows (zeros from preallocation, or the garbage a power cut can leave in
+blocks that were never synced) is not a record, so nothing written after
+the damaged record can be lost by discarding it. Damage in the record at
+offset X whose header declares it ends at E is mid-log iff
 
-  (a) E >= end of file, or every byte from E to the end of file is zero
-      (the writer may preallocate with zeros), and
-  (b) no intact record whose sequence number would follow the damaged one
-      (``expected + count`` or ``header seq + count``, from the damaged
-      header) starts anywhere after X + 28 (found with ``bytes.find`` on
-      the 8-byte seq field, then checked by crc; after ``_PROBE_LIMIT``
-      candidates it assumes one may follow). This catches a middle
-      record whose length field was damaged so that E lands past the end
-      of the file or in its zero tail.
+  (a) an intact record (checksum matches, count >= 1, seq not below the
+      expected one) starts exactly at E (damage that left the length field
+      alone: body, crc, seq, count or timestamp), or
+  (b) an intact record whose sequence number could follow the damaged one
+      (``expected + count`` or ``header seq + count`` from the damaged
+      header, or any of the next ``_NEXT_SEQ_WINDOW`` sequence numbers)
+      starts anywhere after X + 28 (found with ``bytes.find`` on the
+      8-byte seq field, then checked by crc; after ``_PROBE_LIMIT``
+      candidates it assumes one may follow and fails closed). This
+      catches a record whose length field was damaged.
 
-A record header cut short by the end of the file is a tail. A segment
-header is a tail only when the file is all zero or is a prefix (shorter
-than 24 bytes) of the header its name implies: a segment torn at creation.
-Non-zero bytes after an all-zero record header are never a tail. A record
-that passes its checksum but breaks the sequence (gap, overlap, count 0) is
-never a tail.
+The same test decides non-zero bytes after an all-zero record header (a
+hole in the log). A record header cut short by the end of the file is a
+tail. A damaged segment header is a tail when the file is all zero, is a
+prefix of the header its name implies, or no intact record carrying one
+of the segment's first ``_NEXT_SEQ_WINDOW`` sequence numbers follows it
+(a segment torn at creation), but never when the header's checksum matches
+(an unknown format version is a newer writer's file, not a torn one). A record that passes its checksum but breaks the
+sequence (gap, overlap, count 0) is never a tail.
+
+What this cannot tell apart: damage to the last record of the newest
+segment (nothing follows it) from a torn write. Every engine treats the two
+alike; ``absolute`` refuses both.
 
 Thread-safety: pure functions of their arguments; safe from any thread.
 """
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -61,6 +70,10 @@ from lsm.wal.format import (
 )
 
 _NONZERO: Final = re.compile(rb"[^\x00]")
+_U32: Final = struct.Struct("<I")
+_NEXT_SEQ_WINDOW: Final = 128
+"""Sequence numbers after the damaged record's expected one that the probe
+searches for (covers a damaged count field of batches up to this size)."""
 _PROBE_LIMIT: Final = 10_000
 """Candidate headers examined by the torn-tail probe before it gives up and
 assumes an intact record may follow (fail closed)."""
@@ -183,7 +196,7 @@ def scan_segment_bytes(data: bytes, path: str, *, expected_first_seq: int | None
             0,
             size,
             Damage(
-                path, e.offset or 0, f"bad segment header: {e.reason}", _torn_header(data, expected_first_seq)
+                path, e.offset or 0, f"bad segment header: {e.reason}", *_header_tail(data, expected_first_seq)
             ),
         )
     if expected_first_seq is not None and first_seq != expected_first_seq:
@@ -212,12 +225,13 @@ def scan_segment_bytes(data: bytes, path: str, *, expected_first_seq: int | None
         if not (crc or length or seq or count or ts):
             nz = _first_nonzero(data, off + rh)
             if nz >= 0:
+                why = _intact_follower(data, mv, off + rh, _next_seqs(expected, 0, 0))
                 damage = Damage(
                     path,
                     nz,
                     "non-zero bytes after end-of-data marker",
-                    False,
-                    f"the all-zero record header at offset {off} should end the data",
+                    not why,
+                    why or f"the all-zero record header at offset {off} should end the data",
                 )
             break
         end = off + rh + length
@@ -293,6 +307,18 @@ def replay(fs: FileSystem, wal_dir: str, *, start_seq: int, mode: str = "tolerat
     while first + 1 < len(segs) and segs[first + 1][0] <= start_seq + 1:
         first += 1  # every record of segs[first] is at or below start_seq
     result = ReplayResult([], start_seq, [], None, [])
+    if segs and segs[first][0] > start_seq + 1:
+        # Segments are deleted only once a flush covers them, so the oldest
+        # one left starts at or below flushed + 1 (also when it is empty).
+        gap = Damage(
+            segs[first][1],
+            0,
+            f"sequence gap: the oldest WAL segment starts at {segs[first][0]}, expected {start_seq + 1} or below",
+            False,
+            f"commits after {start_seq} (the last one in SSTables) are missing from the log",
+        )
+        _stop(result, mode, gap, None, 0, [p for _, p in segs[first + 1 :]])
+        return result
     append = result.records.append
     expected: int | None = None  # seq of the next record; None before the first record read
     prev: SegmentScan | None = None
@@ -420,14 +446,32 @@ def _record_damage(
     ends at ``end`` and carries ``seq``/``count``; decides the torn-tail rule
     of the module docstring."""
     size = len(data)
-    if end < size:
-        nz = _first_nonzero(data, end)
-        if nz >= 0:
-            return Damage(path, off, reason, False, f"non-zero bytes follow the record's end, at offset {nz}")
-    why = _intact_follower(data, mv, off + RECORD_HEADER_SIZE, {expected + count, seq + count})
+    if end + RECORD_HEADER_SIZE <= size:
+        why = _intact_at(data, mv, end, expected)
+        if why:
+            return Damage(path, off, reason, False, why)
+    why = _intact_follower(data, mv, off + RECORD_HEADER_SIZE, _next_seqs(expected, seq, count))
     if why:
         return Damage(path, off, reason, False, why)
     return Damage(path, off, reason, True)
+
+
+def _next_seqs(expected: int, seq: int, count: int) -> set[int]:
+    """Sequence numbers a record after a damaged one could carry."""
+    out = set(range(expected + 1, expected + 1 + _NEXT_SEQ_WINDOW))
+    if count:
+        out.add(expected + count)
+        out.add(seq + count)
+    return out
+
+
+def _intact_at(data: bytes, mv: memoryview, h: int, expected: int) -> str:
+    """Why the bytes at ``h`` are an intact record (empty if they are not)."""
+    crc, length, seq, count, _ts = RECORD_HEADER.unpack_from(data, h)
+    end = h + RECORD_HEADER_SIZE + length
+    if count >= 1 and seq >= expected and end <= len(data) and masked_crc(mv[h + 4 : end]) == crc:
+        return f"an intact record with seq {seq} starts where the damaged one ends, at offset {h}"
+    return ""
 
 
 def _intact_follower(data: bytes, mv: memoryview, start: int, next_seqs: set[int]) -> str:
@@ -455,6 +499,23 @@ def _intact_follower(data: bytes, mv: memoryview, start: int, next_seqs: set[int
                 return f"an intact record with seq {nxt} follows at offset {h}"
             pos = data.find(pat, pos + 1)
     return ""
+
+
+def _header_tail(data: bytes, first_seq: int | None) -> tuple[bool, str]:
+    """(is_tail, detail) for a segment whose header failed its checks: a
+    tail when it was torn at creation (see :func:`_torn_header`) or when no
+    intact record of this segment follows the damaged header (a header
+    never synced, then garbage)."""
+    if _torn_header(data, first_seq):
+        return True, ""
+    if len(data) >= SEGMENT_HEADER_SIZE:
+        (stored,) = _U32.unpack_from(data, SEGMENT_HEADER_SIZE - 4)
+        if masked_crc(memoryview(data)[: SEGMENT_HEADER_SIZE - 4]) == stored:
+            return False, "the header's checksum matches: it was written whole (another format version?)"
+    if not first_seq:
+        return False, "the segment's name gives no first sequence number to look for"
+    why = _intact_follower(data, memoryview(data), 0, set(range(first_seq, first_seq + _NEXT_SEQ_WINDOW)))
+    return (False, why) if why else (True, "no intact record follows it")
 
 
 def _torn_header(data: bytes, first_seq: int | None) -> bool:
