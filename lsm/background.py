@@ -18,16 +18,27 @@ segments and tables unlinked. A table unlinked while an old super version
 still reads it stays readable through the reader's open descriptor; its
 space is freed when the last reader is garbage collected.
 
+WAL lifecycle: a flushed memtable's segments are *retired* once its edit
+is synced: unlinked, or, with ``wal_retention_segments`` /
+``wal_retention_seconds``, moved into ``<wal_dir>/archive/`` under a name
+that records when (docs/format/wal.md, "Archive"); then the archive is
+pruned (:func:`archive_victims` decides, without I/O). Open retires the
+segments a crash left behind the same way and prunes too. Nothing else
+deletes from the archive.
+
 Locks: ``_cv`` guards the flush queue and the wake-up flags; ``_install_mu``
 (the DB's) guards ``readers`` and the version set; ``_compact_mu``
-serialises compactions (one at a time). Lock order: DB write lock is never
-taken while holding ``_cv``; ``_install_mu`` may be held while briefly
-taking the write lock to swap the super version.
+serialises compactions (one at a time); ``_wal_mu`` (a leaf: no I/O, no
+other lock taken under it) guards the live-segment set, their sizes and
+the archive listing. Lock order: DB write lock is never taken while
+holding ``_cv``; ``_install_mu`` may be held while briefly taking the
+write lock to swap the super version.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 import weakref
@@ -44,6 +55,7 @@ from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version import FileMeta
 from lsm.memtable import MemTable
 from lsm.sstable.reader import TableReader
+from lsm.wal.format import SEGMENT_HEADER_SIZE
 
 if TYPE_CHECKING:
     from lsm.db import DB
@@ -73,6 +85,46 @@ class ImmJob:
     wal_paths: list[str]
     start_seq: int
     end_seq: int
+
+
+def wall_clock() -> float:
+    """Seconds since the Unix epoch: the archive's clock (the time recorded
+    in an archived segment's name, and "now" for age pruning). Tests
+    replace it (monkeypatch ``lsm.background.wall_clock``)."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class ArchivedSegment:
+    """One file of the WAL archive (``filenames.archived_wal_name``)."""
+
+    first_seq: int
+    archived_us: int
+    """When it was archived, microseconds since the Unix epoch."""
+    name: str
+    size: int
+
+
+def archive_victims(archived: list[ArchivedSegment], keep_segments: int, keep_seconds: float,
+                    now_us: int) -> list[ArchivedSegment]:
+    """The archived segments pruning deletes, oldest first: those that no
+    retention rule keeps. ``keep_segments`` keeps the newest that many (by
+    first sequence number, i.e. log order); ``keep_seconds`` keeps those
+    archived at most that long before ``now_us``. A rule that is 0 keeps
+    nothing; with both 0 retention is off and nothing is deleted (an archive
+    left by an earlier configuration is the user's to remove). Pure."""
+    if not keep_segments and not keep_seconds:
+        return []
+    ordered = sorted(archived, key=lambda a: (a.first_seq, a.archived_us))
+    by_count = len(ordered) - keep_segments  # index of the first one the count keeps
+    victims = []
+    for i, a in enumerate(ordered):
+        if i >= by_count:
+            break
+        if keep_seconds and now_us - a.archived_us <= keep_seconds * 1e6:
+            continue
+        victims.append(a)
+    return victims
 
 
 def open_reader(db: DB, number: int) -> TableReader:
@@ -114,9 +166,17 @@ class Background:
         self.compaction_seconds = 0.0
         self.compaction_bytes_written = 0
         self.compaction_bytes_read = 0
-        self.wal_files_deleted = 0
+        self.wal_files_deleted = 0  # unlinked from the WAL directory (not archived)
+        self.wal_files_pruned = 0  # deleted from the archive by the retention rule
         self.retired_bloom = [0, 0]
-        self._live_wal: set[str] = set()
+        # The WAL (see "WAL lifecycle" above); all guarded by _wal_mu:
+        self._wal_mu = threading.Lock()
+        self._live_wal: set[str] = set()  # segments of immutable memtables (and replayed ones) not yet retired
+        self._wal_sizes: dict[str, int] = {}  # sizes of sealed live segments, learnt by wal_live()
+        self._archived: dict[str, ArchivedSegment] = {}  # the archive, by file name
+        self.wal_bytes_archived = 0
+        self.archive_dir = filenames.join(db.wal_dir, filenames.ARCHIVE_DIR)
+        self._archive_ready = False  # archive_dir exists and its entry is durable
         self.table = TableOptions(
             block_size=self.opts.block_size,
             bloom_bits_per_key=self.opts.bloom_bits_per_key,
@@ -158,9 +218,14 @@ class Background:
     # ----------------------------------------------------------------- flush
     def schedule_flush(self, job: ImmJob) -> None:
         """REQUIRES: DB write lock held."""
-        self._live_wal.update(job.wal_paths)
+        with self._wal_mu:
+            self._live_wal.update(job.wal_paths)
         if self.mode == "inline":
-            self._do_flush(job)
+            try:
+                self._do_flush(job)
+            except BaseException as e:  # noqa: BLE001 - any failure fences, as in _flush_loop
+                self.db._on_fence(e)
+                self.db._raise_blocked()
             self._maybe_compact_inline()
             return
         with self._cv:
@@ -234,20 +299,154 @@ class Background:
         self._delete_wal(job.wal_paths)
 
     def _delete_wal(self, paths: list[str]) -> None:
-        """Unlink WAL segments whose data the manifest now has in tables."""
+        """Retire the WAL segments of a flushed memtable. REQUIRES: the
+        version edit holding their commits is synced in the manifest."""
         with io_site("wal"):
-            for p in paths:
-                try:
-                    self.fs.remove(p)
-                    self.wal_files_deleted += 1
-                except FileNotFoundError:
-                    pass
-                self._live_wal.discard(p)
-        if self.db._sync_dirs_extra():
-            self.db._wal.sync_dir_extra()
+            if self._retire_wal(paths):
+                self._prune_archive()
+        self.db._wal_released()
 
-    def wal_files_live(self) -> int:
-        return len(self._live_wal) + 1
+    def retire_at_open(self, paths: list[str]) -> None:
+        """Open (before background work starts): load the archive listing,
+        retire ``paths`` (segments whose commits are all in tables, left by
+        a crash before their retirement) as after a flush, prune the
+        archive. I/O is labelled with the caller's site."""
+        self._load_archive()
+        self._retire_wal(paths, at_open=True)
+        if self.opts.wal_archive:
+            self._prune_archive()
+        self.db._wal_released()
+
+    def _retire_wal(self, paths: list[str], *, at_open: bool = False) -> bool:
+        """Archive (retention on) or unlink each segment of ``paths``; under
+        EXTRA make that durable (archive directory first: the segment never
+        lacks a durable name). A segment no longer than its header holds no
+        commit and is unlinked; so is one that open finds already archived
+        (a power cut kept both names of a rename). True if any was archived."""
+        fs = self.fs
+        archive = self.opts.wal_archive
+        moved = False
+        for p in paths:
+            try:
+                size = fs.file_size(p)
+                if archive and size > SEGMENT_HEADER_SIZE and not (at_open and self._is_archived(p, size)):
+                    self._archive_one(p, size)
+                    moved = True
+                else:
+                    fs.remove(p)
+                    self.wal_files_deleted += 1
+            except FileNotFoundError:
+                pass
+            with self._wal_mu:
+                self._live_wal.discard(p)
+                self._wal_sizes.pop(p, None)
+        if paths and self.db._sync_dirs_extra():
+            if moved:
+                self._sync_archive_dir()
+            self.db._wal.sync_dir_extra()
+        return moved
+
+    def _archive_one(self, path: str, size: int) -> None:
+        first_seq = filenames.parse_wal(os.path.basename(path))
+        assert first_seq is not None, path
+        if not self._archive_ready:
+            if not self.fs.is_dir(self.archive_dir):
+                self.fs.makedirs(self.archive_dir)
+                self.fs.sync_dir(self.db.wal_dir)  # the directory's own name is durable before it is used
+            self._archive_ready = True
+        now_us = max(0, int(wall_clock() * 1e6))
+        name = filenames.archived_wal_name(first_seq, now_us)
+        self.fs.rename(path, filenames.join(self.archive_dir, name))
+        with self._wal_mu:
+            self._archived[name] = ArchivedSegment(first_seq, now_us, name, size)
+            self.wal_bytes_archived += size
+
+    def _is_archived(self, path: str, size: int) -> bool:
+        first_seq = filenames.parse_wal(os.path.basename(path))
+        with self._wal_mu:
+            return any(a.first_seq == first_seq and a.size == size for a in self._archived.values())
+
+    def _prune_archive(self) -> None:
+        """Delete the archived segments no retention rule keeps."""
+        opts = self.opts
+        with self._wal_mu:
+            listing = list(self._archived.values())
+        victims = archive_victims(listing, opts.wal_retention_segments, opts.wal_retention_seconds,
+                                  int(wall_clock() * 1e6))
+        for a in victims:
+            try:
+                self.fs.remove(filenames.join(self.archive_dir, a.name))
+            except FileNotFoundError:
+                pass
+            with self._wal_mu:
+                del self._archived[a.name]
+                self.wal_bytes_archived -= a.size
+            self.wal_files_pruned += 1
+        if victims and self.db._sync_dirs_extra():
+            self._sync_archive_dir()
+
+    def _sync_archive_dir(self) -> None:
+        try:
+            self.fs.sync_dir(self.archive_dir)
+        except BaseException as e:
+            self.db._on_fence(e)
+            raise
+
+    def _load_archive(self) -> None:
+        """Read the archive listing (names that are not archived segments
+        are ignored, and never deleted)."""
+        d = self.archive_dir
+        if not self.fs.is_dir(d):
+            return
+        found = {}
+        for name in self.fs.listdir(d):
+            parsed = filenames.parse_archived_wal(name)
+            if parsed is not None:
+                found[name] = ArchivedSegment(parsed[0], parsed[1], name, self.fs.file_size(filenames.join(d, name)))
+        with self._wal_mu:
+            self._archived = found
+            self.wal_bytes_archived = sum(a.size for a in found.values())
+        self._archive_ready = True
+
+    @property
+    def wal_files_archived(self) -> int:
+        return len(self._archived)
+
+    def wal_live(self, mem_paths: list[str], current: str | None, current_bytes: int, *,
+                 remember: bool = False) -> tuple[int, int, bool]:
+        """(files, bytes, flushing) of the live WAL: the segments recovery
+        still needs, those of the immutable memtables and ``mem_paths`` (the
+        live memtable's; ``current``, ``current_bytes`` long, is the one
+        being written). ``flushing``: some live segment belongs to an
+        immutable memtable whose flush is queued or running. Sealed
+        segments are sized with ``fs.file_size``; ``remember`` caches
+        those sizes (only a caller holding the DB write lock, for which
+        ``mem_paths`` is exact, may ask)."""
+        mem = set(mem_paths)
+        with self._wal_mu:
+            paths = self._live_wal | mem
+            flushing = not self._live_wal <= mem
+            sizes = {p: self._wal_sizes.get(p) for p in paths}
+        files, total = 0, 0
+        if current is not None:
+            paths.discard(current)
+            files, total = 1, current_bytes
+        learnt = {}
+        for p in paths:
+            n = sizes[p]
+            if n is None:
+                try:
+                    n = learnt[p] = self.fs.file_size(p)
+                except FileNotFoundError:
+                    continue  # retired meanwhile
+            files += 1
+            total += n
+        if remember and learnt:
+            with self._wal_mu:
+                for p, n in learnt.items():
+                    if p in self._live_wal or p in mem:
+                        self._wal_sizes[p] = n
+        return files, total, flushing
 
     # ------------------------------------------------------------- compaction
     def _compaction_loop(self) -> None:

@@ -73,7 +73,7 @@ class DB:
             if self._blocked is not None:
                 self._raise_blocked()
             mem = self._mem
-            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._segment_size:
+            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._room_check_at:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
@@ -103,7 +103,7 @@ class DB:
         with self._write_mu:
             if self._blocked is not None:
                 self._raise_blocked()
-            if self._mem.size >= self._memtable_size or self._wal.segment_bytes >= self._segment_size:
+            if self._mem.size >= self._memtable_size or self._wal.segment_bytes >= self._room_check_at:
                 self._make_room_locked()
             first = self._last_seq + 1
             last = first + n - 1
@@ -313,31 +313,69 @@ class DB:
     # ---------------------------------------------------------- write internals
     def _make_room_locked(self) -> None:
         """REQUIRES: _write_mu held. Seal the WAL segment and/or switch the
-        memtable when full; stall while too much work is pending."""
+        memtable when full, or when the live WAL is past max_total_wal_size
+        (_wal_switch_due_locked); stall while too much work is pending (a
+        full memtable waits; the WAL limit alone never makes a writer wait,
+        its switch is simply tried again at the next write)."""
         opts = self._opts
+        wal = self._wal
         stalled = 0.0
         while True:
             if self._blocked is not None:
                 self._raise_blocked()
             mem_full = self._mem.size >= self._memtable_size
-            if not mem_full:
-                if self._wal.segment_bytes >= self._segment_size:
-                    path = self._wal.start_segment_locked(self._last_seq + 1)
-                    self._mem_wal_paths.append(path)
-                break
-            bg_err = self._bg.error
-            if len(self._sv.imms) >= opts.max_immutable_memtables or self._bg.l0_files >= opts.l0_stop_trigger:
-                if bg_err is not None:
-                    raise bg_err
-                t0 = time.perf_counter()
-                self._write_cv.wait(0.1)
-                stalled += time.perf_counter() - t0
-                continue
-            self._switch_memtable_locked()
+            if mem_full or self._wal_switch_due_locked():
+                if len(self._sv.imms) < opts.max_immutable_memtables and self._bg.l0_files < opts.l0_stop_trigger:
+                    self._switch_memtable_locked()
+                    break
+                if mem_full:
+                    bg_err = self._bg.error
+                    if bg_err is not None:
+                        raise bg_err
+                    t0 = time.perf_counter()
+                    self._write_cv.wait(0.1)
+                    stalled += time.perf_counter() - t0
+                    continue
+            if wal.segment_bytes >= wal.segment_size:
+                path = wal.start_segment_locked(self._last_seq + 1)
+                self._mem_wal_paths.append(path)
             break
+        self._wal_switch_due_locked()  # re-arm the write path's check for the new state
         if stalled:
             self._stall_seconds += stalled
             self._stalls += 1
+
+    def _wal_switch_due_locked(self) -> bool:
+        """REQUIRES: _write_mu held. True when the live WAL (segments of the
+        live and immutable memtables) is past max_total_wal_size
+        (``Options.total_wal_limit``) and switching the live memtable would
+        release bytes: it holds commits, and no older segment already waits
+        for a flush. While one does, that flush releases bytes first (its
+        ``_wal_released`` re-arms this check); switching meanwhile would
+        only cut ever smaller memtables, one per write.
+
+        Also re-arms the write path, which calls _make_room_locked once the
+        live segment reaches ``_room_check_at``: that becomes the segment
+        size, or less where the live WAL would pass the limit, or the next
+        write while over it."""
+        wal = self._wal
+        _files, live, flushing = self._bg.wal_live(self._mem_wal_paths, wal.segment_path, wal.segment_bytes,
+                                                   remember=True)
+        room = self._opts.total_wal_limit - live
+        if flushing:
+            self._room_check_at = wal.segment_size
+            return False
+        if room >= 0:
+            self._room_check_at = min(wal.segment_size, wal.segment_bytes + room + 1)
+            return False
+        self._room_check_at = wal.segment_bytes + 1
+        return not self._mem.is_empty()
+
+    def _wal_released(self) -> None:
+        """Background work retired WAL segments (after a flush, or at open):
+        the next write re-checks max_total_wal_size in _make_room_locked."""
+        with self._write_mu:
+            self._room_check_at = 0
 
     def _switch_memtable_locked(self) -> None:
         """REQUIRES: _write_mu held. The live memtable becomes immutable, a
@@ -379,8 +417,14 @@ class DB:
                 err,
             )
             self._bg.write_fence_marker(err)
-        with self._write_cv:
-            self._write_cv.notify_all()
+        # The caller may hold the write lock (a failed WAL append): wake
+        # stalled writers only if the lock is free; they also poll _blocked
+        # every 0.1 s, so a skipped wake-up costs at most that.
+        if self._write_mu.acquire(blocking=False):
+            try:
+                self._write_cv.notify_all()
+            finally:
+                self._write_mu.release()
 
     def _sync_dirs_extra(self) -> bool:
         """EXTRA: also sync directories after deleting files."""
@@ -415,6 +459,8 @@ class DB:
         bloom_checked += bg.retired_bloom[0]
         bloom_useful += bg.retired_bloom[1]
         sst_bytes_written = bg.sst_bytes_written
+        wal_files_live, wal_bytes_live, _flushing = bg.wal_live(list(self._mem_wal_paths), wal.segment_path,
+                                                                wal.segment_bytes)
         user = self._user_bytes
         live_sst = sum(lv["bytes"] for lv in levels)
         return {
@@ -441,12 +487,19 @@ class DB:
             "compaction_seconds": bg.compaction_seconds,
             "stall_seconds": self._stall_seconds,
             "stall_count": self._stalls,
-            "wal_files_live": bg.wal_files_live(),
+            "wal_files_live": wal_files_live,
+            "wal_bytes_live": wal_bytes_live,
+            "wal_files_archived": bg.wal_files_archived,
+            "wal_bytes_archived": bg.wal_bytes_archived,
             "wal_files_deleted": bg.wal_files_deleted,
+            "wal_files_pruned": bg.wal_files_pruned,
             "wal_segments_created": wal.segments_created,
             "wal_syncs": wal.syncs,
             "wal_sync_seconds": wal.sync_seconds,
             "wal_dir_syncs": wal.dir_syncs,
+            "wal_groups": wal.groups,
+            "wal_synced_commits": wal.synced_commits,
+            "wal_linger_seconds": wal.linger_seconds,
             "group_commit_histogram": dict(zip([str(b) for b in (1, 2, 4, 8, 16, 32, 64, 128)] + ["more"],
                                                wal.group_hist)),
             "block_cache_hits": cache.hits if cache is not None else 0,

@@ -93,6 +93,28 @@ class Options:
     paranoid_checks: bool = True
     """Verify block checksums on every read (cheap: crc32c in C)."""
 
+    wal_retention_segments: int = 0
+    """Archived WAL segments to keep, at least (the newest, by first
+    sequence number). With either retention option non-zero, a sealed
+    segment whose commits are all in SSTables is not deleted after its
+    flush but moved to ``<wal_dir>/archive/`` (for audit and point-in-time
+    restore; layout in docs/format/wal.md). 0: the count keeps nothing.
+    Pruning (after each archive and at open) deletes an archived segment
+    only when no retention option keeps it. With both options 0 segments
+    are deleted after flush and an existing archive is left alone. Cost:
+    the archive's disk space (about one memtable's worth of WAL per
+    flush)."""
+
+    wal_retention_seconds: float = 0.0
+    """Seconds an archived WAL segment is kept, at least, counted from the
+    moment it was archived (recorded in its archive name, so copying or
+    touching the file does not change it; a clock step backwards keeps
+    segments longer). 0: age keeps nothing. Combined with
+    ``wal_retention_segments`` a segment is kept when either keeps it. Age
+    is checked when pruning runs (after each archive and at open), so an
+    idle database deletes expired segments only at its next flush or
+    open."""
+
     # -------------------------------------------------------------- performance
     memtable_size: int = 4 * MiB
     """Bytes of keys+values (plus 16 bytes per entry) a memtable takes before
@@ -105,6 +127,20 @@ class Options:
     wal_segment_size: int = 64 * MiB
     """A WAL segment is sealed when it reaches this many bytes (or when its
     memtable becomes immutable)."""
+
+    max_total_wal_size: int = 0
+    """Bytes of live WAL (the segments recovery still needs: those of the
+    live and the immutable memtables) past which the next write switches
+    the live memtable so that its flush releases them. It is checked only
+    when no older segment is already waiting for its flush (that flush
+    releases bytes first; forcing more switches would only make tiny
+    tables), and never makes a writer wait. Smaller: shorter recovery and
+    less WAL on disk when writes overwrite few keys or carry small values;
+    more, smaller flushes. 0 (default): automatic, ``4 * memtable_size *
+    (max_immutable_memtables + 1)``: a WAL record costs at most about 2.3
+    times what it charges its memtable, so memtables no larger than
+    ``memtable_size`` never reach the automatic limit: it is a backstop.
+    Otherwise at least 4096."""
 
     sync_interval: float = 0.1
     """Seconds between background fdatasyncs at ``Sync.NORMAL``."""
@@ -187,6 +223,17 @@ class Options:
             raise TypeError(f"sync_interval: expected seconds as a number, got {type(self.sync_interval).__name__}")
         if not (0.001 <= self.sync_interval <= 3600):
             raise ValueError(f"sync_interval: must be between 0.001 and 3600 seconds, got {self.sync_interval!r}")
+        _int_range(self, "wal_retention_segments", 0, 1 << 31)
+        _int_range(self, "max_total_wal_size", 0, 1 << 50)
+        if 0 < self.max_total_wal_size < 4096:
+            raise ValueError(
+                f"max_total_wal_size: must be 0 (automatic) or at least 4096 bytes, got {self.max_total_wal_size}"
+            )
+        v = self.wal_retention_seconds
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"wal_retention_seconds: expected seconds as a number, got {type(v).__name__}")
+        if not v >= 0:  # also refuses NaN
+            raise ValueError(f"wal_retention_seconds: must be >= 0 seconds, got {v!r}")
         if self.l0_slowdown_trigger < self.l0_compaction_trigger:
             raise ValueError("l0_slowdown_trigger: must be >= l0_compaction_trigger")
         if self.l0_stop_trigger < self.l0_slowdown_trigger:
@@ -214,6 +261,18 @@ class Options:
     @property
     def compression_id(self) -> int:
         return compression.NAMES[self.compression]
+
+    @property
+    def wal_archive(self) -> bool:
+        """True when flushed WAL segments are archived, not deleted."""
+        return bool(self.wal_retention_segments or self.wal_retention_seconds)
+
+    @property
+    def total_wal_limit(self) -> int:
+        """``max_total_wal_size`` with 0 resolved to the automatic limit."""
+        if self.max_total_wal_size:
+            return self.max_total_wal_size
+        return 4 * self.memtable_size * (self.max_immutable_memtables + 1)
 
     def max_bytes_for_level(self, level: int) -> int:
         """Target size of ``level`` (>= 1) in bytes."""

@@ -42,12 +42,29 @@ def _is_ours(name: str) -> bool:
     )
 
 
+def makedirs_durable(fs: Any, path: str) -> None:
+    """Create ``path`` and its missing parents, and fsync the parent of each
+    directory created so that its entry survives a power cut (a fsync of
+    the new directory alone does not make its name durable)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not fs.exists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    fs.makedirs(path)
+    for d in reversed(missing):
+        fs.sync_dir(os.path.dirname(d))
+
+
 def _check_directory(fs: Any, path: str, opts: Options) -> bool:
     """Create or vet the data directory; True when a database exists."""
     if not fs.exists(path):
         if not opts.create_if_missing:
             raise InvalidDatabaseError(f"{path}: no database here (create_if_missing is False)")
-        fs.makedirs(path)
+        makedirs_durable(fs, path)
         return False
     if not fs.is_dir(path):
         raise InvalidDatabaseError(f"{path}: not a directory")
@@ -80,7 +97,7 @@ def open_db(path: str, opts: Options) -> DB:
         exists = _check_directory(fs, path, opts)
         if wal_dir != path:
             if not fs.exists(wal_dir):
-                fs.makedirs(wal_dir)
+                makedirs_durable(fs, wal_dir)
             foreign = [n for n in fs.listdir(wal_dir) if not _is_ours(n)]
             if foreign:
                 raise InvalidDatabaseError(f"{wal_dir}: WAL directory holds files that are not lsm WAL segments ({', '.join(foreign[:5])})")
@@ -115,7 +132,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._vs = vs
     db._sync = opts.sync
     db._memtable_size = opts.memtable_size
-    db._segment_size = opts.wal_segment_size
+    db._room_check_at = opts.wal_segment_size  # live-segment size at which a write calls _make_room_locked
     db._write_mu = threading.RLock() if opts.background == "inline" else threading.Lock()
     db._write_cv = threading.Condition(db._write_mu)
     db._install_mu = threading.RLock()
@@ -157,7 +174,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
             finally:
                 f.close()
         for seg_path in result.dropped_segments:
-            fs.rename(seg_path, seg_path + ".dropped")
+            fs.rename(seg_path, _set_aside_name(fs, seg_path))
         if result.truncate is not None or result.dropped_segments:
             fs.sync_dir(wal_dir)
         _remove_garbage(fs, path, wal_dir, vs)
@@ -177,19 +194,36 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
         on_fence=db._on_fence,
     )
     wal.written_seq = last
-    wal.durable_seq = last  # replayed data was read back from disk
+    wal.durable_seq = last  # replayed segments are synced below, before the new segment starts
     db._wal = wal
-    replayed_paths = [seg.path for seg in result.segments if seg.records and
+    set_aside = set(result.dropped_segments)  # scanned, maybe with intact records, but not replayed
+    replayed_paths = [seg.path for seg in result.segments if seg.records and seg.path not in set_aside and
                       seg.records[-1].seq + seg.records[-1].count - 1 > vs.flushed_seq]
     new_path = filenames.join(wal_dir, filenames.wal_name(last + 1))
     replayed_paths = [p for p in replayed_paths if p != new_path]
     with io_site("recovery"):
-        # Every other segment holds only commits already in tables.
+        # Every other segment holds only commits already in tables: it is
+        # retired as after a flush (archived under retention, else
+        # unlinked), and the archive is pruned. Replay never reads the
+        # archive, and nothing but its retention rule deletes from it.
         keep = set(replayed_paths)
-        for name in fs.listdir(wal_dir):
-            p = filenames.join(wal_dir, name)
-            if filenames.parse_wal(name) is not None and p not in keep and p != new_path:
-                fs.remove(p)
+        obsolete = [filenames.join(wal_dir, name) for name in fs.listdir(wal_dir)
+                    if filenames.parse_wal(name) is not None]
+        db._bg.retire_at_open([p for p in obsolete if p not in keep and p != new_path])
+        # A killed process loses nothing, but what it wrote below Sync.FULL
+        # may be in the page cache only (and a segment's name not in its
+        # directory on disk). Sync the replayed segments and their names
+        # before a newer segment can reach the disk: otherwise a power cut
+        # could tear or lose them behind later, acknowledged commits (the
+        # writer's REQUIRES in docs/format/wal.md, "Edge cases").
+        for p in replayed_paths:
+            f = fs.open_append(p)
+            try:
+                f.datasync()
+            finally:
+                f.close()
+        if replayed_paths:
+            fs.sync_dir(wal_dir)
     with db._write_mu:
         seg = wal.start_segment_locked(last + 1)
     db._bg._live_wal.update(replayed_paths)
@@ -205,6 +239,20 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
             fs.sync_dir(path)
     db._bg.start()
     return db
+
+
+def _set_aside_name(fs: Any, seg_path: str) -> str:
+    """A free name for a segment that recovery sets aside: ``S.wal.dropped``,
+    or ``S.N.wal.dropped`` (N = 1, 2, ...) when an earlier lossy recovery set
+    aside a segment of the same name (open then starts a new segment under
+    the old name). Never an existing file: a set-aside segment is the only
+    copy of what was dropped."""
+    path = seg_path + ".dropped"
+    n = 0
+    while fs.exists(path):
+        n += 1
+        path = f"{seg_path.removesuffix('.wal')}.{n}.wal.dropped"
+    return path
 
 
 def _remove_garbage(fs: Any, path: str, wal_dir: str, vs: VersionSet) -> None:

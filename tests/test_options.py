@@ -24,6 +24,11 @@ def test_defaults_validate():
         ("compression", "lz4"),
         ("wal_recovery", "whatever"),
         ("background", "gpu"),
+        ("wal_retention_segments", -1),
+        ("wal_retention_seconds", -0.5),
+        ("wal_retention_seconds", float("nan")),
+        ("max_total_wal_size", -1),
+        ("max_total_wal_size", 100),
     ],
 )
 def test_absurd_values_name_the_option(name, value):
@@ -36,6 +41,21 @@ def test_wrong_types():
         Options.from_kwargs(memtable_size="big")
     with pytest.raises(TypeError, match="memtable_size"):
         Options.from_kwargs(memtable_size=True)
+
+
+def test_wal_retention_and_limit_options():
+    o = Options.from_kwargs(wal_retention_segments=5, wal_retention_seconds=3600, max_total_wal_size=1 << 20)
+    assert o.wal_archive and o.total_wal_limit == 1 << 20
+    assert Options.from_kwargs(wal_retention_seconds=float("inf")).wal_archive
+    d = Options().validate()
+    assert not d.wal_archive
+    assert d.total_wal_limit == 4 * d.memtable_size * (d.max_immutable_memtables + 1)
+    with pytest.raises(TypeError, match="wal_retention_seconds"):
+        Options.from_kwargs(wal_retention_seconds="1h")
+    with pytest.raises(TypeError, match="wal_retention_segments"):
+        Options.from_kwargs(wal_retention_segments=2.5)
+    with pytest.raises(TypeError, match="max_total_wal_size"):
+        Options.from_kwargs(max_total_wal_size=True)
 
 
 def test_unknown_option(tmp_path):

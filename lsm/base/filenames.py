@@ -15,7 +15,15 @@ WAL directory (the data directory unless ``wal_dir`` is given)::
     SSSSSSSSSSSSSSSSSSSS.wal   a WAL segment, named by the sequence number of
                                its first record (20 digits, so names sort in
                                replay order)
-    archive/                   retained sealed segments (retention options)
+    archive/                   retained sealed segments (retention options):
+
+        SSSSSSSSSSSSSSSSSSSS-AAAAAAAAAAAAAAAAAAAA.wal
+                               a segment moved here after its data was
+                               flushed; S: its first sequence number (as
+                               in the WAL directory), A: when it was
+                               archived, microseconds since the Unix epoch.
+                               Not a live segment name (parse_wal refuses
+                               it), so replay can never pick it up.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ ARCHIVE_DIR: Final = "archive"
 _SST_RE: Final = re.compile(r"^(\d{6,})\.sst$")
 _WAL_RE: Final = re.compile(r"^(\d{20})\.wal$")
 _MANIFEST_RE: Final = re.compile(r"^MANIFEST-(\d{6,})$")
+_ARCHIVED_RE: Final = re.compile(r"^(\d{20})-(\d{20})\.wal$")
 
 
 def sst_name(number: int) -> str:
@@ -41,6 +50,11 @@ def sst_name(number: int) -> str:
 
 def wal_name(first_seq: int) -> str:
     return "%020d.wal" % first_seq
+
+
+def archived_wal_name(first_seq: int, archived_us: int) -> str:
+    """Name of a segment in the archive directory (see the module docstring)."""
+    return f"{first_seq:020d}-{archived_us:020d}.wal"
 
 
 def manifest_name(number: int) -> str:
@@ -55,6 +69,12 @@ def parse_sst(name: str) -> int | None:
 def parse_wal(name: str) -> int | None:
     m = _WAL_RE.match(name)
     return int(m.group(1)) if m else None
+
+
+def parse_archived_wal(name: str) -> tuple[int, int] | None:
+    """(first_seq, archived_us) of an archived segment name, else None."""
+    m = _ARCHIVED_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def parse_manifest(name: str) -> int | None:

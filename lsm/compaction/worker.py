@@ -17,6 +17,20 @@ Two pools per Python process (:func:`shared_pool`: flush, compaction)
 serve every open database; a dead child is replaced and its job fails with WorkerError (the
 job's inputs are untouched, so the DB retries later).
 
+Orphans: a worker must never outlive its parent. If the parent is killed
+mid-job, a worker that went on would create its output tables by file
+numbers the dead parent reserved, and the database reopened meanwhile may
+have given the same numbers to tables of its own (``fs.create`` truncates).
+So a worker (1) asks the kernel to SIGKILL it when its parent dies
+(Linux ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread polls
+``os.getppid()``), (2) checks ``os.getppid()`` before every file it
+creates, renames or removes (:class:`_OrphanGuardFS`), and (3) exits at EOF
+on stdin between jobs. ``PR_SET_PDEATHSIG`` fires when the *thread* that
+forked the child exits, not the process, and pool workers outlive the
+threads that need them (a DB's flush thread, a user thread in
+``compact_range``), so every worker is forked by one long-lived thread
+(:class:`_Spawner`).
+
 Thread-safety: ``WorkerPool.run`` may be called from many threads; each
 call takes an idle worker (``_mu``/``_idle``).
 """
@@ -25,15 +39,24 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
+import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from lsm.base.errors import CorruptionError, Error
+from lsm.base.fs import FileSystem
 
 _LEN = struct.Struct("<Q")
+_PARENT_ENV = "LSM_WORKER_PARENT"
+"""Environment variable: the pid of the process a worker serves."""
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_ORPHAN_EXIT = 3
+"""Exit status of a worker that found its parent gone."""
 
 
 class WorkerError(Error):
@@ -67,12 +90,68 @@ def _read_exact(f: Any, n: int) -> bytes:
     return buf
 
 
+class _Spawner:
+    """Forks worker processes from one daemon thread that lives as long as
+    the process (see "Orphans" in the module docstring: the parent-death
+    signal is tied to the forking thread). A new thread is started after a
+    fork (``os.getpid()`` changed) or if the old one is gone."""
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None  # guarded by _mu
+        self._thread: threading.Thread | None = None  # guarded by _mu
+        self._pid = 0  # guarded by _mu
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        """``subprocess.Popen(args, **kwargs)``, run by the spawner thread."""
+        with self._mu:
+            t = self._thread
+            if t is None or self._pid != os.getpid() or not t.is_alive():
+                q: queue.SimpleQueue = queue.SimpleQueue()
+                t = threading.Thread(target=self._loop, args=(q,), name="lsm-worker-spawner", daemon=True)
+                try:
+                    t.start()
+                except RuntimeError:  # interpreter shutting down: fork from this thread
+                    return subprocess.Popen(args, **kwargs)
+                self._queue, self._thread, self._pid = q, t, os.getpid()
+            q = self._queue  # type: ignore[assignment]
+        box: list[Any] = []
+        done = threading.Event()
+        q.put((args, kwargs, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    @staticmethod
+    def _loop(q: queue.SimpleQueue) -> None:
+        while True:
+            args, kwargs, box, done = q.get()
+            try:
+                box.append(subprocess.Popen(args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box.append(e)
+            done.set()
+
+    def _after_fork_in_child(self) -> None:
+        # The lock may have been held by another thread at the fork.
+        self._mu = threading.Lock()
+        self._queue = self._thread = None
+        self._pid = 0
+
+
+_spawner = _Spawner()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_spawner._after_fork_in_child)
+
+
 class _Worker:
     def __init__(self) -> None:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen(
+        env[_PARENT_ENV] = str(os.getpid())
+        self.proc = _spawner.popen(
             [sys.executable, "-m", "lsm.compaction.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -183,10 +262,63 @@ def shared_pool(kind: str) -> WorkerPool:
         return pool
 
 
+class _OrphanGuardFS(FileSystem):
+    """The worker's filesystem: before a file is created, renamed or removed,
+    check that the parent is still alive, and exit at once if not (module
+    docstring, "Orphans")."""
+
+    def __init__(self, parent: int):
+        self._parent = parent
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self._parent:
+            os._exit(_ORPHAN_EXIT)
+
+    def create(self, path: str) -> Any:
+        self._check_parent()
+        return super().create(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._check_parent()
+        super().rename(src, dst)
+
+    def remove(self, path: str) -> None:
+        self._check_parent()
+        super().remove(path)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this process end when ``parent`` does: the kernel's parent-death
+    signal where there is one (Linux), else a thread polling
+    ``os.getppid()``. Exits at once if the parent is already gone."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(_ORPHAN_EXIT)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.05)
+            os._exit(_ORPHAN_EXIT)
+
+        threading.Thread(target=watch, name="lsm-worker-watchdog", daemon=True).start()
+
+
 def serve() -> None:
-    """The child's loop: jobs in on stdin, results out on stdout."""
+    """The child's loop: jobs in on stdin, results out on stdout. Exits at
+    EOF on stdin, and at once when the parent process is gone."""
     from lsm.compaction.runner import run_job
 
+    parent = int(os.environ.get(_PARENT_ENV) or os.getppid())
+    _die_with_parent(parent)
+    fs = _OrphanGuardFS(parent)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing may print into the protocol stream
@@ -198,7 +330,7 @@ def serve() -> None:
         n = _LEN.unpack(head)[0]
         job = pickle.loads(_read_exact(inp, n))
         try:
-            reply: tuple = ("ok", run_job(job))
+            reply: tuple = ("ok", run_job(job, fs))
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
             reply = ("err", *_encode_error(e))
         try:

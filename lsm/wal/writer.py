@@ -30,6 +30,12 @@ holds the error, every waiter and every later call raises
 NeedsRecoveryError, and the failed sync is never retried (the kernel may
 have dropped the dirty pages; a retry could falsely succeed).
 
+Group size: a leader may linger before its sync so that the committers the
+previous sync released can append first (``_linger_locked``: a fixed
+``commit_linger_us``, or by default adaptive, only while several threads
+commit). ``_lead_cv`` shares ``_cv``'s lock; appends notify it while a
+leader lingers.
+
 Locks: ``_cv`` (a Condition) guards ``durable_seq``, ``_syncing``,
 ``_barrier_seq``, ``_pending`` and the counters. Lock order: DB write lock,
 then ``_cv``; ``_cv`` is never held across I/O.
@@ -73,7 +79,9 @@ class WalWriter:
         self.sync_interval = sync_interval
         self.commit_linger = commit_linger_us / 1e6
         self._on_fence = on_fence
-        self._cv = threading.Condition(threading.Lock())
+        mu = threading.Lock()
+        self._cv = threading.Condition(mu)
+        self._lead_cv = threading.Condition(mu)  # a lingering leader waits here for appends
         # -- guarded by the DB write lock:
         self._file: WritableFile | None = None
         self.segment_first_seq = 0
@@ -94,6 +102,12 @@ class WalWriter:
         self.dir_syncs = 0
         self.sync_seconds = 0.0
         self.group_hist = [0] * (len(GROUP_HIST_BOUNDS) + 1)
+        self.groups = 0  # syncs that covered at least one commit
+        self.synced_commits = 0  # commits made durable by those syncs
+        self.linger_seconds = 0.0  # time leaders spent waiting for a group to form
+        self._last_group = 1  # commits covered by the last sync
+        self._sync_ewma = 0.0002  # seconds, a moving average of one WAL sync
+        self._lingering = False
         self._closed = False
         self._syncer: threading.Thread | None = None
         self._kick = threading.Event()
@@ -112,11 +126,13 @@ class WalWriter:
             self.sync_to(self.written_seq, _FULL)
         path = filenames.join(self.wal_dir, filenames.wal_name(first_seq))
         with io_site("wal"):
-            f = self.fs.create(path)
+            f = None
             try:
+                f = self.fs.create(path)
                 f.write(encode_segment_header(first_seq))
             except BaseException as e:
-                f.close()
+                if f is not None:
+                    f.close()
                 self._fence(e)
                 raise NeedsRecoveryError(f"WAL segment creation failed: {e}", e) from e
         self._file = f
@@ -154,6 +170,9 @@ class WalWriter:
             raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
         self.written_seq = last_seq
         self._written_commits += count_commits
+        if self._lingering:  # a sync leader waits for this group to fill
+            with self._cv:
+                self._lead_cv.notify()
         self.segment_records += count_commits
         self.bytes_written += len(record)
 
@@ -186,8 +205,7 @@ class WalWriter:
                     break
                 cv.wait()
             self._syncing = True
-            if self.commit_linger:
-                cv.wait(self.commit_linger)  # let more committers join the group
+            self._linger_locked()
             target = self.written_seq
             commits = self._written_commits
             pending, self._pending = self._pending, []
@@ -219,11 +237,15 @@ class WalWriter:
                 self._synced_commits = commits
                 self.syncs += 1
                 self.sync_seconds += dt
+                self._sync_ewma += (dt - self._sync_ewma) * 0.125
                 if need_dir:
                     self.dir_syncs += 1
                     if f is self._file:
                         self._dir_synced = True
                 if group > 0:
+                    self.groups += 1
+                    self.synced_commits += group
+                    self._last_group = group
                     i = 0
                     for b in GROUP_HIST_BOUNDS:
                         if group <= b:
@@ -234,6 +256,36 @@ class WalWriter:
         if err is not None:
             self._fence(err)
             self._raise_fenced()
+
+    def _linger_locked(self) -> None:
+        """REQUIRES: ``_cv`` held, this thread the sync leader. Let the group
+        fill before syncing. With ``commit_linger`` set, wait that long.
+        Otherwise adapt: when the last sync covered n > 1 commits (several
+        threads commit concurrently), wait until n commits are unsynced or
+        about one sync's duration (at most 2 ms) has passed. The threads the
+        last sync released need a moment (and the GIL) to append their next
+        records; a leader that syncs at once covers one or two of them and
+        the group never grows. A lone committer (n = 1) never waits."""
+        if self.commit_linger:
+            t0 = time.perf_counter()
+            self._cv.wait(self.commit_linger)
+            self.linger_seconds += time.perf_counter() - t0
+            return
+        want = self._last_group
+        if want <= 1 or self._written_commits - self._synced_commits >= want:
+            return
+        t0 = time.perf_counter()
+        deadline = t0 + min(max(self._sync_ewma, 0.00005), 0.002)
+        self._lingering = True
+        try:
+            while self._written_commits - self._synced_commits < want and self.fenced is None:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._lead_cv.wait(left)
+        finally:
+            self._lingering = False
+        self.linger_seconds += time.perf_counter() - t0
 
     def sync_all(self) -> int:
         """Make everything written so far durable; return that seq."""
