@@ -147,7 +147,12 @@ class Options:
 
     commit_linger_us: int = 0
     """Microseconds a group-commit leader waits for more committers before
-    it writes and syncs. 0: no waiting."""
+    it syncs. 0 (default): adaptive: a leader waits only while several
+    threads commit (the last sync covered n > 1 commits), until n commits
+    are written or about one sync's duration (at most 2 ms) has passed; a
+    lone committer never waits. Measured with 8 FULL threads: 3.8 -> 7.7
+    commits per sync (docs/durability.md, "Group commit"). A fixed value
+    trades each commit's latency for fewer syncs."""
 
     block_size: int = 4 * KiB
     """Target uncompressed size of an SSTable data block, in bytes. Smaller:
