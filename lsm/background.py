@@ -286,7 +286,8 @@ class Background:
         try:
             result = self._run_with_retries(fj)
         except BaseException:
-            remove_outputs(self.fs, db.path, [number])
+            if db._fenced is None:  # fenced: touch nothing; the next open removes orphans
+                remove_outputs(self.fs, db.path, [number])
             raise
         edit = VersionEdit(flushed_seq=job.end_seq, last_seq=max(self.vs.last_seq, job.end_seq))
         for num, props in result.outputs:
@@ -487,6 +488,8 @@ class Background:
 
     def _compact_once(self) -> bool:
         with self._compact_mu:
+            if self.db._fenced is not None or self._stopped:
+                return False  # a fenced database starts no more work
             c = pick_compaction(self.vs.current, self.opts)
             if c is None:
                 return False
@@ -542,7 +545,8 @@ class Background:
         try:
             result = self._run_with_retries(job)
         except BaseException:
-            remove_outputs(self.fs, db.path, numbers)
+            if db._fenced is None:  # fenced: touch nothing; the next open removes orphans
+                remove_outputs(self.fs, db.path, numbers)
             raise
         edit = VersionEdit(removed=[(lv, f.number) for lv, f in inputs])
         for num, props in result.outputs:

@@ -514,7 +514,9 @@ class DB:
     # ----------------------------------------------------------------- close
     def close(self) -> None:
         """Flush nothing, sync the WAL, stop background work and release the
-        lock. Idempotent. Later calls raise ClosedError."""
+        lock. Idempotent. Later calls raise ClosedError. Raises
+        NeedsRecoveryError (after releasing everything) when the final WAL
+        sync fails: commits made below FULL may then not be durable."""
         if self._closed:
             return
         with self._write_mu:
@@ -524,9 +526,11 @@ class DB:
             if self._blocked is None:
                 self._blocked = ClosedError(f"database {self.path} is closed")
         self._bg.stop()
-        self._wal.close(sync=self._fenced is None)
-        self._bg.close_readers()
-        self._lock.release()
+        try:
+            self._wal.close(sync=self._fenced is None)
+        finally:
+            self._bg.close_readers()
+            self._lock.release()
 
     def _simulate_crash(self) -> None:
         """Tests: stop as a killed process would: no sync, no flush; the

@@ -165,3 +165,21 @@ def test_namespace_errors_are_real_errors():
         fs.lock("/d")
     lk.release()
     fs.lock("/d").release()
+
+
+def test_late_fault_pretends_success_then_reports_on_the_next_sync():
+    fs = CrashFS()
+    f = fs.create("/a")
+    fs.sync_dir("/")
+    f.write(b"one")
+    fs.fail("sync", 1, late=True)
+    f.datasync()  # "succeeds"
+    assert fs.power_cut(mode="drop").read_file("/a") == b""  # but nothing is durable
+    f.write(b"two")
+    with pytest.raises(OSError) as ei:
+        f.datasync()
+    assert ei.value.errno == errno.EIO and "late" in str(ei.value)
+    f.datasync()  # reported once; this sync works
+    assert fs.power_cut(mode="drop").read_file("/a") == b"onetwo"
+    with pytest.raises(ValueError):
+        fs.fail("write", 1, late=True)

@@ -33,7 +33,10 @@ raises EIO, as a dead disk would (so no later commit can be acknowledged).
 matching a kind, a path pattern or a call site (mid-flush: ``site="flush"``).
 :meth:`fail` adds a rule that fails the nth operation of a kind (optionally
 matching a path pattern and an :func:`~lsm.base.fs.io_site`), once or
-persistently. ``trace`` (when enabled) records ``(index, kind, path, site)``.
+persistently. ``trace`` (when enabled) records ``(index, kind, path, site)``;
+``trace_hook`` (when set) also sees what each operation carries (the
+destination of a rename, the bytes of a write, ...), and each rule's
+``fired_at`` lists the operation indices it failed.
 
 Thread-safety: one lock (``_mu``) guards the whole tree, the descriptor
 table and the counters; each operation is atomic with respect to the others
@@ -59,9 +62,10 @@ _MUTATING = frozenset(
 
 
 class _Inode:
-    __slots__ = ("data", "durable", "tail_only")
+    __slots__ = ("data", "durable", "late_error", "tail_only")
 
     def __init__(self) -> None:
+        self.late_error: Fault | None = None  # a write-back error the next sync reports
         self.data = bytearray()  # what reads see
         self.durable = bytearray()  # on the platter as of the last sync
         # True while data[:len(durable)] == durable (only appends since the
@@ -102,8 +106,14 @@ class Fault:
     path: str | None = None
     site: str | None = None
     persistent: bool = False
+    late: bool = False
+    """For kind "sync": the matching sync returns success but keeps nothing
+    durable, and the NEXT sync of that file raises (a write-back error the
+    kernel reports late, on a later fsync)."""
     hits: int = 0
     fired: int = 0
+    fired_at: list[int] = field(default_factory=list)
+    """Operation indices (``CrashFS.ops``) at which this rule fired."""
 
     def matches(self, kind: str, path: str, site: str) -> bool:
         if self.kind != "any" and self.kind != kind:
@@ -147,6 +157,14 @@ class CrashFS(FileSystem):
         self.dead = False
         self.faults: list[Fault] = []
         self.trace: list[tuple[int, str, str, str]] | None = [] if trace else None
+        # Called (under _mu) as trace_hook(index, kind, path, site, info) for
+        # every mutating operation, before its crash or fault check (so also
+        # for one that then fails; see Fault.fired_at). ``info``: the
+        # destination of a rename, the source of a link, the bytes of a write
+        # (the caller's buffer: copy it to keep it), the size of a truncate,
+        # the length of a preallocate; else None. ``path`` is as in ``trace``
+        # (a rename's source, a link's destination).
+        self.trace_hook = None
 
     # ------------------------------------------------------------ plumbing
     @staticmethod
@@ -181,7 +199,7 @@ class CrashFS(FileSystem):
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         return node
 
-    def _op(self, kind: str, path: str) -> None:
+    def _op(self, kind: str, path: str, info: object = None) -> None:
         """Account one mutating operation; REQUIRES _mu. Raises for a dead
         disk, the crash point or a matching fault rule."""
         self.ops += 1
@@ -189,6 +207,8 @@ class CrashFS(FileSystem):
         site = current_site()
         if self.trace is not None:
             self.trace.append((self.ops, kind, path, site))
+        if self.trace_hook is not None:
+            self.trace_hook(self.ops, kind, path, site, info)
         if self.dead:
             raise OSError(errno.EIO, "simulated power loss: the disk is gone", path)
         crash = self._crash
@@ -207,10 +227,15 @@ class CrashFS(FileSystem):
                 f.hits += 1
                 if f.hits == f.nth or (f.persistent and f.hits > f.nth):
                     f.fired += 1
+                    f.fired_at.append(self.ops)
+                    if f.late:
+                        self._late_pending = f
+                        return
                     raise OSError(f.err, f"injected fault in {kind} (match {f.hits})", path)
 
     _crash_rng: random.Random | None = None
     _crash_mode = "random"
+    _late_pending: Fault | None = None
 
     def arm_crash(self, nth: int, *, kind: str = "any", site: str | None = None, path: str | None = None,
                   rng: random.Random | None = None, mode: str = "random") -> None:
@@ -226,12 +251,14 @@ class CrashFS(FileSystem):
             self.crash_index = None
 
     def fail(self, kind: str, nth: int = 1, err: int = errno.EIO, *, path: str | None = None,
-             site: str | None = None, persistent: bool = False) -> Fault:
+             site: str | None = None, persistent: bool = False, late: bool = False) -> Fault:
         """Add a fault rule (see :class:`Fault`); ``kind`` is one of the
         mutating operation kinds or ``"any"``."""
         if kind != "any" and kind not in _MUTATING:
             raise ValueError(f"unknown operation kind {kind!r}")
-        rule = Fault(kind, nth, err, path, site, persistent)
+        if late and kind != "sync":
+            raise ValueError("a late fault applies to kind 'sync' only")
+        rule = Fault(kind, nth, err, path, site, persistent, late)
         with self._mu:
             self.faults.append(rule)
         return rule
@@ -280,15 +307,26 @@ class CrashFS(FileSystem):
 
     def _write(self, f: WritableFile, data: bytes | bytearray | memoryview) -> None:
         with self._mu:
-            self._op("write", f.path)
+            self._op("write", f.path, data)
             node = self._node_of(f.fd, f.path)
             node.data += data
             f.size += len(data)
 
     def _sync(self, f: WritableFile, data_only: bool) -> None:
         with self._mu:
+            self._late_pending = None
             self._op("sync", f.path)
             node = self._node_of(f.fd, f.path)
+            late = node.late_error
+            if late is not None:
+                node.late_error = None
+                raise OSError(late.err, "injected write-back error, reported late", f.path)
+            if self._late_pending is not None:
+                # Pretend success: nothing becomes durable, and the data
+                # written so far is what a power cut drops.
+                node.late_error = self._late_pending
+                self._late_pending = None
+                return
             if node.tail_only and len(node.data) >= len(node.durable):
                 node.durable += node.data[len(node.durable):]
             else:
@@ -299,7 +337,7 @@ class CrashFS(FileSystem):
 
     def _preallocate(self, f: WritableFile, length: int) -> None:
         with self._mu:
-            self._op("preallocate", f.path)
+            self._op("preallocate", f.path, length)
             node = self._node_of(f.fd, f.path)
             if len(node.data) < f.size + length:
                 node.data += bytes(f.size + length - len(node.data))
@@ -316,7 +354,7 @@ class CrashFS(FileSystem):
     # ----------------------------------------------------------- namespace
     def rename(self, src: str, dst: str) -> None:
         with self._mu:
-            self._op("rename", src)
+            self._op("rename", src, dst)
             sd, sname = self._parent(src)
             dd, dname = self._parent(dst)
             node = sd.entries.get(sname)
@@ -344,7 +382,7 @@ class CrashFS(FileSystem):
 
     def link(self, src: str, dst: str) -> None:
         with self._mu:
-            self._op("link", dst)
+            self._op("link", dst, src)
             node = self._file(src)
             d, name = self._parent(dst)
             if name in d.entries:
@@ -353,7 +391,7 @@ class CrashFS(FileSystem):
 
     def truncate(self, path: str, size: int) -> None:
         with self._mu:
-            self._op("truncate", path)
+            self._op("truncate", path, size)
             node = self._file(path)
             if size < len(node.data):
                 del node.data[size:]

@@ -378,14 +378,17 @@ class WalWriter:
 
     # --------------------------------------------------------------- close
     def close(self, sync: bool = True) -> None:
-        """Sync (unless fenced or ``sync`` is False) and close the segment."""
+        """Sync (unless fenced or ``sync`` is False) and close the segment.
+        A failed final sync fences and is raised (NeedsRecoveryError) after
+        everything is closed: the caller must not believe the log durable."""
         if self._closed:
             return
+        err: NeedsRecoveryError | None = None
         if sync and self.fenced is None and self._file is not None:
             try:
                 self.sync_all()
-            except NeedsRecoveryError:
-                pass
+            except NeedsRecoveryError as e:
+                err = e
         self._closed = True
         self._kick.set()
         t = self._syncer
@@ -404,3 +407,5 @@ class WalWriter:
             except OSError:
                 pass
             self._file = None
+        if err is not None:
+            raise err
