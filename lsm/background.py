@@ -517,6 +517,11 @@ class Background:
                 except CorruptionError as e:
                     self.error = e
                     raise
+                except Exception as e:  # an I/O failure fences, as in the background loop
+                    self._compaction_failed(e)
+                    if db._blocked is not None:
+                        db._raise_blocked()
+                    raise
 
     def _run_compaction(self, c: Compaction) -> None:
         """REQUIRES: _compact_mu held."""

@@ -144,3 +144,23 @@ def test_close_reports_a_failed_final_sync():
     db2 = lsm.open("/db", fs=fs, background="thread")
     assert db2.recovery_report["fence_found"]
     db2.close()
+
+
+@pytest.mark.parametrize("kind", ["sync_dir", "sync", "write"])
+def test_manual_compaction_io_failure_fences_not_raw_oserror(kind):
+    """Regression (found by tools/strace_faults.py): an I/O error inside
+    compact_range's install escaped as a raw OSError without fencing."""
+    fs = CrashFS()
+    db = lsm.open("/db", fs=fs, background="thread", **OPTS)
+    for r in range(3):
+        for i in range(40):
+            db.put(b"k%02d" % i, b"v%d" % r * 10)
+        db.flush()
+    fs.fail(kind, 1, site="manifest" if kind != "write" else "compaction")
+    with pytest.raises(lsm.NeedsRecoveryError):
+        db.compact_range()
+    assert db.health == "fenced"
+    db.close()
+    db2 = lsm.open("/db", fs=fs.power_cut(mode="drop"), background="thread", **OPTS)
+    assert db2.get(b"k05") == b"v2" * 10
+    db2.close()
