@@ -28,6 +28,7 @@ import pytest
 
 import lsm
 from lsm.base.crashfs import CrashFS
+from tests.reliability_log import record
 from tests.test_power_cut import Attempt, Recorder, check
 
 S = lsm.Sync
@@ -197,10 +198,4 @@ def test_every_crash_point(workload):
     STATS[workload] = {"ops": total, "states": cuts, "second_crash_states": second}
     print(f"crash points {workload}: {total} op indices, {cuts} crash states checked, "
           f"{second} second-crash states")
-    log = os.environ.get("LSM_RELIABILITY_LOG")
-    if log:
-        import json
-
-        with open(log, "a") as f:
-            f.write(json.dumps({"family": "crash_points", "workload": workload, "op_indices": total,
-                                "states": cuts, "second_crash_states": second, "violations": 0}) + "\n")
+    record("crash_points", workload=workload, op_indices=total, states=cuts, second_crash_states=second)

@@ -14,6 +14,7 @@ import pytest
 
 import lsm
 from lsm.base.crashfs import CrashFS
+from tests.reliability_log import record
 
 OPTS = dict(memtable_size=3000, wal_segment_size=4096, target_file_size=1500, block_size=256,
             l0_compaction_trigger=2, max_bytes_for_level_base=6000, level_multiplier=2, num_levels=4)
@@ -65,6 +66,7 @@ def test_nth_failure_fences_and_reopen_recovers(kind, site, nth, err):
     e = workload(db, acked)
     if rule.fired == 0:
         pytest.skip(f"the workload did fewer than {nth} {kind} operations at {site}")
+    record("fencing", kind=kind, site=site or "any", nth=nth, errno=err, faults_injected=rule.fired, reopens=3)
     assert e is not None, "an I/O failure was swallowed"
     assert isinstance(e.cause, OSError) and e.cause.errno == err
     assert db.health == "fenced"

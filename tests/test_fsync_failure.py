@@ -16,6 +16,7 @@ import pytest
 
 import lsm
 from lsm.base.crashfs import CrashFS
+from tests.reliability_log import record
 
 SEED = int(os.environ.get("LSM_FSYNC_SEED", random.randrange(1 << 30)))
 TRIALS = int(os.environ.get("LSM_FSYNC_TRIALS", "12"))
@@ -55,6 +56,7 @@ def test_eight_threads_lose_nothing_acknowledged_when_a_group_sync_fails(trial):
     results = []
     run_threads(db, 8, 40, results)
     assert rule.fired == 1, f"seed {seed}: the workload made fewer than {nth} WAL syncs"
+    record("fsync_failure", trial=trial, threads=8, faults_injected=1)
     assert db.health == "fenced"
     acked = {}
     for _t, _i, k, v, seq in sorted((r for r in results if r[4] is not None), key=lambda r: r[4]):

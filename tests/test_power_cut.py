@@ -31,6 +31,7 @@ import pytest
 import lsm
 from lsm.base.crashfs import CrashFS
 from lsm.base.fs import current_site
+from tests.reliability_log import record
 
 ROUNDS = int(os.environ.get("LSM_CRASH_ROUNDS", "12"))
 SEED = int(os.environ.get("LSM_CRASH_SEED", random.randrange(1 << 30)))
@@ -179,6 +180,8 @@ def run_case(levels, *, threads, rounds, seed, background="thread", crash_sites=
         base, model = check(db, base, model, written, attempts, promises, at_cut, where)
     db.close()
     print(f"power cuts by call site: {sites}")
+    record("power_cut", levels="+".join(lv.name for lv in levels), threads=threads, rounds=rounds,
+           states=rounds, cuts_mid_workload=sum(sites.values()), **{f"site_{k}": v for k, v in sites.items()})
     return sites
 
 

@@ -6,7 +6,6 @@ every acknowledged commit survives. Skipped, with the reason, where strace
 is missing or cannot trace. ``LSM_STRACE_MAX_N`` (default 10; the tool's
 own default is 40) scales it."""
 
-import json
 import os
 import sys
 
@@ -14,6 +13,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import strace_faults  # noqa: E402
+
+from tests.reliability_log import record  # noqa: E402
 
 MAX_N = int(os.environ.get("LSM_STRACE_MAX_N", "10"))
 
@@ -26,10 +27,7 @@ def test_strace_fault_sweep(mode, max_n):
     totals = strace_faults.sweep(mode, max_n, strace_faults.SYSCALLS, quiet=True)
     print(f"strace sweep ({mode}, N <= {max_n}): {totals['runs']} runs, {totals['injected']} faults injected, "
           f"{totals['violations']} violations")
-    log = os.environ.get("LSM_RELIABILITY_LOG")
-    if log:
-        with open(log, "a") as f:
-            f.write(json.dumps({"family": "strace_faults", "mode": mode, "runs": totals["runs"],
-                                "faults_injected": totals["injected"], "violations": totals["violations"]}) + "\n")
+    record("strace_faults", mode=mode, runs=totals["runs"], faults_injected=totals["injected"],
+           violations=totals["violations"])
     assert totals["injected"] > 0
     assert totals["violations"] == 0, totals["problems"]
