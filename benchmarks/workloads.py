@@ -384,8 +384,8 @@ class Runner:
 
     def ingest(self, name):
         n = self.cfg.num
-        keys, nextv = self._keys(range(n)), self._values()
-        pairs = [(k, nextv()) for k in keys]
+        keys, nextv = self._keys(data.permutation(n, self._seed(name))), self._values()
+        pairs = [(k, nextv()) for k in keys]  # random order: the engine sorts
         rec = Recorder(1)
         start = time.perf_counter_ns()
         self.db.ingest(iter(pairs))

@@ -7,8 +7,9 @@
         print(db.get(b"key"))
 
 The public surface is this module: :func:`open`, :class:`DB`,
-:class:`Options`, :class:`Sync`, :class:`WriteBatch`, :class:`Snapshot` and
-the errors.
+:class:`Options`, :class:`Sync`, :class:`WriteBatch`, :class:`Snapshot`,
+:func:`restore` (point-in-time restore), :class:`TableWriter` (SSTables
+built outside a database, for ``db.ingest_files``) and the errors.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from lsm.base.errors import (
     InvalidDatabaseError,
     LockedError,
     NeedsRecoveryError,
+    RestoreError,
+    RestoreGapError,
+    TargetNotEmptyError,
 )
 from lsm.batch import WriteBatch
 from lsm.db import DB
+from lsm.ingest import TableInfo, TableWriter
 from lsm.options import Options, Sync
+from lsm.restore import RestoreResult, restore
 from lsm.snapshot import Snapshot
 
 __version__ = "0.1.0"
@@ -40,10 +46,17 @@ __all__ = [
     "LockedError",
     "NeedsRecoveryError",
     "Options",
+    "RestoreError",
+    "RestoreGapError",
+    "RestoreResult",
     "Snapshot",
     "Sync",
+    "TableInfo",
+    "TableWriter",
+    "TargetNotEmptyError",
     "WriteBatch",
     "open",
+    "restore",
 ]
 
 

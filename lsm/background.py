@@ -38,6 +38,7 @@ write lock to swap the super version.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import time
@@ -65,15 +66,25 @@ MAX_JOB_RETRIES = 3
 
 class SuperVersion:
     """What a read needs, replaced atomically: the live memtable, the
-    immutable memtables (newest first), the version and its open readers."""
+    immutable memtables (newest first), the version and its open readers.
 
-    __slots__ = ("imms", "mem", "readers", "version")
+    ``range_dels``: some memtable or table holds a range tombstone (reads
+    take their range-tombstone path only then). The live memtable's first
+    tombstone replaces the super version (``DB.write``), so the flag never
+    lags a published commit."""
+
+    __slots__ = ("imms", "mem", "range_dels", "readers", "version")
 
     def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], version: Any, readers: dict[int, Any]):
         self.mem = mem
         self.imms = imms
         self.version = version
         self.readers = readers
+        self.range_dels = (
+            mem.range_del_count > 0
+            or any(m.range_del_count for m in imms)
+            or any(r.range_dels is not None for r in readers.values())
+        )
 
 
 @dataclass
@@ -166,9 +177,11 @@ class Background:
         self.compaction_seconds = 0.0
         self.compaction_bytes_written = 0
         self.compaction_bytes_read = 0
+        self.ingest_bytes_written = 0  # tables built by db.ingest / ingest_files (lsm/ingest)
         self.wal_files_deleted = 0  # unlinked from the WAL directory (not archived)
         self.wal_files_pruned = 0  # deleted from the archive by the retention rule
         self.retired_bloom = [0, 0]
+        self.level_io = [[0, 0] for _ in range(self.opts.num_levels)]  # per level: [bytes read, bytes written]
         # The WAL (see "WAL lifecycle" above); all guarded by _wal_mu:
         self._wal_mu = threading.Lock()
         self._live_wal: set[str] = set()  # segments of immutable memtables (and replayed ones) not yet retired
@@ -188,7 +201,7 @@ class Background:
 
     @property
     def sst_bytes_written(self) -> int:
-        return self.flush_bytes_written + self.compaction_bytes_written
+        return self.flush_bytes_written + self.compaction_bytes_written + self.ingest_bytes_written
 
     def start(self) -> None:
         if self.mode == "inline":
@@ -283,6 +296,7 @@ class Background:
             fj.wal_paths = job.wal_paths
         else:
             fj.entries = list(job.mem.iter_entries())
+            fj.range_dels = job.mem.range_del_list()
         try:
             result = self._run_with_retries(fj)
         except BaseException:
@@ -293,10 +307,15 @@ class Background:
         for num, props in result.outputs:
             edit.added.append((0, _meta(num, props)))
         self._install(edit, [o[0] for o in result.outputs], remove_mem=job.mem)
-        self.flushed_seq = job.end_seq
+        self.flushed_seq = max(self.flushed_seq, job.end_seq)  # an ingest may have moved it past end_seq
         self.flush_count += 1
-        self.flush_bytes_written += sum(p.file_size for _n, p in result.outputs)
-        self.flush_seconds += time.perf_counter() - t0
+        written = sum(p.file_size for _n, p in result.outputs)
+        self.flush_bytes_written += written
+        self.level_io[0][1] += written
+        dt = time.perf_counter() - t0
+        self.flush_seconds += dt
+        db._info_log.flushed(job.start_seq + 1, job.end_seq, job.mem.count, job.mem.size, result.outputs, dt,
+                             self.l0_files)
         self._delete_wal(job.wal_paths)
 
     def _delete_wal(self, paths: list[str]) -> None:
@@ -481,6 +500,7 @@ class Background:
         if isinstance(e, CorruptionError):
             # Fail closed: keep the inputs, stop compacting, report.
             self.error = e
+            self.db._info_log.error("compaction failed; compactions stopped, their inputs kept: %s", e)
         else:
             self.db._on_fence(e)
         with self.db._write_cv:
@@ -534,6 +554,7 @@ class Background:
             edit = VersionEdit(removed=[(c.level, f.number)], added=[(c.output_level, f)])
             self._install(edit, [], removed=[])
             self.compaction_count += 1
+            db._info_log.compacted(c, None, time.perf_counter() - t0)
             return
         total = sum(f.file_size for _lv, f in inputs)
         n = 2 * (4 * total // max(1, self.table.target_file_size)) + len(inputs) + 16
@@ -561,15 +582,24 @@ class Background:
         # removes any table the recovered manifest does not name.
         self._install(edit, [o[0] for o in result.outputs], removed=[f.number for _lv, f in inputs])
         self.compaction_count += 1
-        self.compaction_bytes_written += sum(p.file_size for _n, p in result.outputs)
+        written = sum(p.file_size for _n, p in result.outputs)
+        self.compaction_bytes_written += written
         self.compaction_bytes_read += result.bytes_read
-        self.compaction_seconds += time.perf_counter() - t0
+        for lv, f in inputs:
+            self.level_io[lv][0] += f.file_size
+        self.level_io[c.output_level][1] += written
+        dt = time.perf_counter() - t0
+        self.compaction_seconds += dt
+        db._info_log.compacted(c, result, dt)
 
     # --------------------------------------------------------------- install
     def _install(self, edit: VersionEdit, added: list[int], *, removed: list[int] | None = None,
-                 remove_mem: MemTable | None = None) -> None:
+                 remove_mem: MemTable | None = None, new_mem: MemTable | None = None,
+                 write_locked: bool = False) -> None:
         """Make ``edit`` durable in the manifest and visible to reads; then
-        unlink tables it removed."""
+        unlink tables it removed. ``new_mem`` replaces the live memtable in
+        the new super version; ``write_locked``: the caller already holds
+        ``_install_mu`` and then the DB write lock (an ingest)."""
         db = self.db
         with db._install_mu:
             if db._fenced is not None:
@@ -598,12 +628,15 @@ class Background:
                     self.retired_bloom[1] += r.bloom_useful
                     retired.append(r)
             self.readers = readers
-            with db._write_mu:
+            with contextlib.nullcontext() if write_locked else db._write_mu:
                 sv = db._sv
                 imms = sv.imms if remove_mem is None else tuple(m for m in sv.imms if m is not remove_mem)
-                db._sv = SuperVersion(sv.mem, imms, version, readers)
+                db._sv = SuperVersion(sv.mem if new_mem is None else new_mem, imms, version, readers)
                 self.l0_files = len(version.levels[0])
-                db._l0_delay = self.l0_files >= self.opts.l0_slowdown_trigger
+                slow = self.l0_files >= self.opts.l0_slowdown_trigger
+                if slow != db._l0_delay:
+                    db._info_log.l0_slowdown(slow, self.l0_files, self.opts.l0_slowdown_trigger)
+                db._l0_delay = slow
                 db._write_cv.notify_all()
         # A replaced table is unlinked when its reader is collected: when no
         # super version (an open iterator) can read it any more. An
@@ -611,6 +644,69 @@ class Background:
         for r in retired:
             weakref.finalize(r, _remove_table, self.fs, r.path)
         del retired
+
+    # ---------------------------------------------------------------- ingest
+    # Entry points for lsm/ingest/job.py. An ingest installs with the DB
+    # write lock held (no commit can take a sequence number meanwhile), so
+    # it takes _install_mu first, then the write lock, like _install.
+
+    def flush_live_locked(self, wal_paths: list[str], start_seq: int, end_seq: int) -> list[tuple[int, Any]]:
+        """Write the live memtable's commits (start_seq < seq <= end_seq,
+        in its segments ``wal_paths``) to level-0 tables in the calling
+        thread and return them as ``(number, properties)`` for the caller's
+        own version edit. The job re-reads the WAL, as :meth:`_do_flush`'s
+        does in process mode (the memtable's sorted view needs the write
+        lock, which the caller holds). REQUIRES: ``_install_mu`` and then
+        the DB write lock held."""
+        db = self.db
+        t0 = time.perf_counter()
+        number = self.vs.new_file_number()
+        fj = FlushJob(dbdir=db.path, file_number=number, table=self.table, snapshots=db._snapshot_list(),
+                      wal_paths=list(wal_paths), start_seq=start_seq, end_seq=end_seq)
+        try:
+            result = run_job(fj, self.fs)
+        except BaseException:
+            remove_outputs(self.fs, db.path, [number])
+            raise
+        self.flush_count += 1
+        written = sum(p.file_size for _n, p in result.outputs)
+        self.flush_bytes_written += written
+        self.level_io[0][1] += written
+        self.flush_seconds += time.perf_counter() - t0
+        return result.outputs
+
+    def install_ingest_locked(self, files: list[tuple[int, int, Any]], seq: int | None,
+                              new_mem: MemTable | None) -> None:
+        """Install ``files`` (``(level, number, properties)``) with one
+        version edit; with ``seq``, the edit also records ``flushed_seq =
+        last_seq = seq`` (every commit up to it is in tables). ``new_mem``
+        replaces the live memtable (flushed into ``files``). REQUIRES:
+        ``_install_mu`` and then the DB write lock held."""
+        edit = VersionEdit(flushed_seq=seq, last_seq=seq)
+        for level, num, props in files:
+            edit.added.append((level, _meta(num, props)))
+        self._install(edit, [num for _lv, num, _p in files], new_mem=new_mem, write_locked=True)
+
+    def count_ingest(self, level: int, nbytes: int) -> None:
+        """Count ``nbytes`` of ingested tables added at ``level`` (stats).
+        REQUIRES: ``_install_mu`` held."""
+        self.ingest_bytes_written += nbytes
+        self.level_io[level][1] += nbytes
+
+    def ingest_done(self, seq: int, wal_paths: list[str]) -> None:
+        """After an ingest's install, with no lock held: advance the flushed
+        watermark to ``seq``, retire ``wal_paths`` (segments whose commits
+        the ingest's edit recorded as flushed) and let compaction look at
+        the new tables."""
+        self.flushed_seq = max(self.flushed_seq, seq)
+        if wal_paths:
+            self._delete_wal(wal_paths)
+        if self.mode == "inline":
+            self._maybe_compact_inline()
+            return
+        with self._cv:
+            self._compact_wanted = True
+            self._cv.notify_all()
 
     # ------------------------------------------------------------------ misc
     def write_fence_marker(self, err: BaseException) -> None:

@@ -1,11 +1,13 @@
-"""WriteBatch: an ordered list of puts and deletes committed atomically (one
-WAL record, consecutive sequence numbers).
+"""WriteBatch: an ordered list of puts, deletes and range deletions
+committed atomically (one WAL record, consecutive sequence numbers).
 
 Body encoding (part of the on-disk format: it is the body of a WAL record,
 see docs/format/wal.md)::
 
     op := kind u8 | key_len u32 | value_len u32 | key | value
-    body := op*            (kind: 1 PUT, 0 DELETE; value_len 0 for DELETE)
+    body := op*            (kind: 1 PUT, 0 DELETE, 2 RANGE_DELETE;
+                            value_len 0 for DELETE; a RANGE_DELETE's key is
+                            its start and its value its stop, start < stop)
 
 The body is built incrementally as ops are added, so committing a batch
 costs no re-encoding.
@@ -23,6 +25,7 @@ from lsm.base.errors import ClosedError, CorruptionError
 OP_HEADER: Final = struct.Struct("<BII")
 _PUT: Final = ValueKind.PUT
 _DELETE: Final = ValueKind.DELETE
+_RANGE_DELETE: Final = ValueKind.RANGE_DELETE
 
 
 def as_bytes(x: Any, what: str) -> bytes:
@@ -42,6 +45,18 @@ def encode_put(key: bytes, value: bytes) -> bytes:
 
 def encode_delete(key: bytes) -> bytes:
     return OP_HEADER.pack(_DELETE, len(key), 0) + key
+
+
+def check_range(start: bytes, stop: bytes) -> bool:
+    """Validate a range deletion's bounds: False for an empty range
+    (``start == stop``: nothing to delete, the op is dropped), True for a
+    real one; ValueError for an inverted range (``start > stop``, almost
+    always swapped arguments; RocksDB refuses it too)."""
+    if start < stop:
+        return True
+    if start == stop:
+        return False
+    raise ValueError(f"delete_range: start {start!r} is after stop {stop!r} (the range is [start, stop))")
 
 
 def decode_body(body: bytes, count: int, path: str = "?", offset: int = 0) -> list[tuple[int, bytes, bytes]]:
@@ -67,6 +82,11 @@ def decode_body(body: bytes, count: int, path: str = "?", offset: int = 0) -> li
                 if vlen:
                     raise CorruptionError("batch delete op carries a value", path, offset)
                 append((_DELETE, body[pos:kend], b""))
+            elif kind == _RANGE_DELETE:
+                start, stop = body[pos:kend], body[kend:vend]
+                if not start < stop:
+                    raise CorruptionError("batch range deletion op with start >= stop", path, offset)
+                append((_RANGE_DELETE, start, stop))
             else:
                 raise CorruptionError(f"unknown batch op kind {kind}", path, offset)
             pos = vend
@@ -78,19 +98,22 @@ def decode_body(body: bytes, count: int, path: str = "?", offset: int = 0) -> li
 
 
 class WriteBatch:
-    """Puts and deletes applied atomically by ``db.write(batch)``.
+    """Puts, deletes and range deletions applied atomically by
+    ``db.write(batch)``.
 
     Not thread-safe: one thread builds a batch. Ops apply in the order added
-    (a later put of the same key wins).
+    (a later put of the same key wins; a range deletion hides the versions
+    added before it, not those added after it).
     """
 
-    __slots__ = ("_ops", "_parts", "_sealed", "_size")
+    __slots__ = ("_ops", "_parts", "_range_dels", "_sealed", "_size")
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
         self._ops: list[tuple[int, bytes, bytes]] = []
         self._size = 0
         self._sealed = False
+        self._range_dels = 0  # RANGE_DELETE ops in the batch
 
     def put(self, key: bytes, value: bytes) -> None:
         if self._sealed:
@@ -112,11 +135,33 @@ class WriteBatch:
         self._ops.append((_DELETE, key, b""))
         self._size += len(key)
 
+    def delete_range(self, start: bytes, stop: bytes) -> None:
+        """Delete every key ``k`` with ``start <= k < stop`` (as written
+        before this op): one op, whatever the number of keys. An empty range
+        (``start == stop``) adds nothing; ``start > stop`` raises ValueError."""
+        if self._sealed:
+            raise ClosedError("this batch was already committed")
+        start = as_bytes(start, "start")
+        stop = as_bytes(stop, "stop")
+        if not check_range(start, stop):
+            return
+        self._parts.append(OP_HEADER.pack(_RANGE_DELETE, len(start), len(stop)))
+        self._parts.append(start)
+        self._parts.append(stop)
+        self._ops.append((_RANGE_DELETE, start, stop))
+        self._size += len(start) + len(stop)
+        self._range_dels += 1
+
+    @property
+    def has_range_dels(self) -> bool:
+        return self._range_dels > 0
+
     def clear(self) -> None:
         self._parts.clear()
         self._ops.clear()
         self._size = 0
         self._sealed = False
+        self._range_dels = 0
 
     def __len__(self) -> int:
         return len(self._ops)

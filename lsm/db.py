@@ -21,6 +21,8 @@ worker process (default), a thread, or inline.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,9 +30,12 @@ from typing import Any
 from lsm.background import ImmJob, SuperVersion
 from lsm.base.coding import ValueKind
 from lsm.base.errors import ClosedError, NeedsRecoveryError
+from lsm.base.rangedel import RangeDels, visible_fragments
 from lsm.batch import OP_HEADER, WriteBatch, as_bytes
 from lsm.iterators import chain, clamp_range, visible
 from lsm.memtable import MemTable
+from lsm.ops.checkpoint import CheckpointInfo, checkpoint
+from lsm.ops.verify import VerifyReport, verify_db
 from lsm.options import Sync
 from lsm.snapshot import _MISSING, Snapshot
 from lsm.wal.format import encode_record
@@ -109,12 +114,26 @@ class DB:
             last = first + n - 1
             self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body), last)
             self._mem.add_ops(first, ops)
+            if batch.has_range_dels and not self._sv.range_dels:
+                sv = self._sv  # reads switch to their range-tombstone path before the seq is published
+                self._sv = SuperVersion(sv.mem, sv.imms, sv.version, sv.readers)
             self._last_seq = last
             self._keys_written += n
             self._user_bytes += batch.byte_size
         if level:
             self._wal.commit_wait(last, level)
         return last
+
+    def delete_range(self, start: bytes, stop: bytes, *, sync: Sync | int | str | None = None) -> int:
+        """Delete every key ``k`` with ``start <= k < stop``; return the
+        sequence number. One range tombstone, whatever the number of keys
+        (compaction later drops the covered data). Snapshots taken before
+        still see the keys. ``start == stop`` deletes nothing and writes
+        nothing (returns the last committed seq); ``start > stop`` raises
+        ValueError (almost always swapped arguments)."""
+        batch = WriteBatch()
+        batch.delete_range(start, stop)
+        return self.write(batch, sync=sync)
 
     def batch(self, *, sync: Sync | int | str | None = None) -> _BatchContext:
         """``with db.batch() as b: b.put(...)`` commits atomically on exit
@@ -152,6 +171,8 @@ class DB:
         if snap is None:
             snap = self._last_seq  # read the seq before the super version
         sv = self._sv
+        if sv.range_dels:
+            return self._get_covered(sv, key, default, snap)
         r = sv.mem.get(key, snap)
         if r is None:
             for imm in sv.imms:
@@ -166,6 +187,35 @@ class DB:
                         return x[1] if x[0] == _PUT else default
                 return default
         return r[2] if r[1] == _PUT else default
+
+    def _get_covered(self, sv: SuperVersion, key: bytes, default: Any, snap: int) -> Any:
+        """``_get`` when some source holds range tombstones: in read order,
+        track the newest tombstone seq <= snap covering ``key``; the first
+        version found is hidden if that seq is above it. Once a source's
+        tombstone covers the key, older sources (lower seqs for this key,
+        the LSM ordering) cannot hold a visible version."""
+        cover = 0
+        for m in (sv.mem, *sv.imms):
+            if m.range_del_count:
+                cover = max(cover, m.range_del_cover(key, snap))
+            r = m.get(key, snap)
+            if r is not None:
+                return r[2] if r[1] == _PUT and r[0] > cover else default
+            if cover:
+                return default
+        readers = sv.readers
+        for _level, meta in sv.version.files_for_key(key):
+            reader = readers[meta.number]
+            rd = reader.range_dels
+            if rd is not None:
+                cover = max(cover, rd.cover(key, snap))
+            e = reader.get_entry(key, snap)
+            if e is not None:
+                t = e[1]
+                return e[2] if t & 0xFF == _PUT and t >> 8 > cover else default
+            if cover:
+                return default
+        return default
 
     def items(self, start: bytes | None = None, stop: bytes | None = None, *, prefix: bytes | None = None,
               reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
@@ -206,17 +256,25 @@ class DB:
         readers = sv.readers
         version = sv.version
         last_inclusive = hi  # overlapping() takes an inclusive bound; a superset is fine
+        rd_sets: list[RangeDels] | None = [] if sv.range_dels else None
         for level in range(len(version.levels)):
             files = version.overlapping(level, lo, last_inclusive)
             if not files:
                 continue
+            if rd_sets is not None:
+                rd_sets += [readers[f.number].range_dels for f in files if readers[f.number].range_dels is not None]
             if level == 0:
                 sources += [readers[f.number].iter_entries(lo, hi, reverse) for f in files]
             else:
                 if reverse:
                     files = list(reversed(files))
                 sources.append(chain(readers[f.number].iter_entries(lo, hi, reverse) for f in files))
-        for kv in visible(sources, snap, reverse):
+        rdels = None
+        if rd_sets is not None:
+            for m in (sv.mem, *sv.imms):
+                rd_sets += m.range_del_sets()
+            rdels = visible_fragments(rd_sets, lo, hi, snap)
+        for kv in visible(sources, snap, reverse, rdels):
             if self._blocked is not None:
                 self._raise_blocked()
             yield kv
@@ -310,6 +368,91 @@ class DB:
         self.flush()
         self._bg.compact_range(start, stop)
 
+    # ------------------------------------------- operations (lsm/ops/, docs/operations.md)
+    def checkpoint(self, dest_dir: str | os.PathLike[str]) -> CheckpointInfo:
+        """Write a consistent, openable copy of the database into
+        ``dest_dir`` (new, or an empty directory; outside this database's
+        directories) while writes go on: tables hard-linked where the
+        filesystem allows (copied otherwise), a fresh manifest, and the WAL
+        tail, all fsynced before it returns. The copy holds exactly the
+        commits up to ``.seq`` (a prefix of the commit order, including
+        every commit acknowledged before the call); its WAL lives in
+        ``dest_dir`` itself; the WAL archive is not copied. Raises
+        TargetNotEmptyError for a bad destination. See lsm/ops/checkpoint.py."""
+        return checkpoint(self, dest_dir)
+
+    def verify(self) -> VerifyReport:
+        """Read every block of every live table, every live WAL segment and
+        the manifest; check every checksum and the manifest's claims (file
+        sizes, key and sequence ranges, level invariants). Returns a report
+        (``.ok``, ``.problems`` naming each damaged file); damage never
+        raises, and nothing is changed. See lsm/ops/verify.py."""
+        return verify_db(self)
+
+    @contextlib.contextmanager
+    def bulk_load(self) -> Iterator[DB]:
+        """``with db.bulk_load(): ...``: the default sync level is OFF in the
+        block (for every thread that writes without an explicit ``sync=``).
+        On exit, normal or by an exception, the previous default comes back
+        and the database is flushed, so everything written in the block is
+        durable; an exception from the block is then re-raised (a failure of
+        that flush is attached to it as a note: the database fences on such
+        a failure). Not nested across threads: the level restored is the one
+        seen on entry."""
+        self._check_usable()
+        prev = self._sync
+        self._sync = Sync.OFF
+        try:
+            yield self
+        except BaseException as e:
+            self._sync = prev
+            if self._blocked is None:
+                try:
+                    self.flush()
+                except Exception as flush_err:  # noqa: BLE001 - the block's error is the one to raise
+                    add_note = getattr(e, "add_note", None)  # Python >= 3.11
+                    if add_note is not None:
+                        add_note(f"bulk_load: the flush on exit failed too: {flush_err!r}")
+            raise
+        self._sync = prev
+        self.flush()
+
+    # ------------------------------------------------- bulk ingestion (lsm/ingest/)
+    def ingest(self, items: Any, *, sorted: bool = False, memory_budget: int | None = None) -> int:
+        """Add many ``(key, value)`` pairs at once (a mapping's items too),
+        the fastest way in: SSTables are built directly and added with one
+        version edit, bypassing the WAL and the memtable. Atomic, also
+        across a crash; the data takes one fresh sequence number, returned
+        (``last_seq`` unchanged for empty input): it shadows every earlier
+        value of its keys, later writes shadow it, and snapshots taken
+        before do not see it. Durable when it returns. A key given twice:
+        the last pair wins.
+
+        Unsorted input is sorted in about ``memory_budget`` bytes of memory
+        (default 64 MiB): sorted runs are spilled to temporary files in the
+        database directory and merged. ``sorted=True`` skips that and checks
+        the order instead (ValueError naming the positions and keys of the
+        first pair out of order). Wrong types raise TypeError naming the
+        position; the database is then unchanged. Commits wait while the
+        new tables are installed (a manifest sync; a whole rewrite of them
+        when other commits arrived meanwhile). See lsm/ingest/job.py."""
+        from lsm.ingest.job import ingest_items
+
+        return ingest_items(self, items, presorted=sorted, memory_budget=memory_budget)
+
+    def ingest_files(self, paths: Any, *, move: bool = False) -> int:
+        """Add SSTables built by ``lsm.TableWriter`` (a list of paths; their
+        key ranges must be disjoint), atomically. Each file is checked
+        whole first (checksums, order). When no key of the database and no
+        live snapshot falls in their ranges they are added as they are,
+        copied (``move=True``: hard-linked, and the sources removed) into
+        the database directory; otherwise their entries are ingested as by
+        :meth:`ingest`, with a fresh sequence number. Returns the sequence
+        number from which reads see them."""
+        from lsm.ingest.job import ingest_tables
+
+        return ingest_tables(self, paths, move=move)
+
     # ---------------------------------------------------------- write internals
     def _make_room_locked(self) -> None:
         """REQUIRES: _write_mu held. Seal the WAL segment and/or switch the
@@ -320,6 +463,7 @@ class DB:
         opts = self._opts
         wal = self._wal
         stalled = 0.0
+        cause = "memtables"
         while True:
             if self._blocked is not None:
                 self._raise_blocked()
@@ -332,6 +476,8 @@ class DB:
                     bg_err = self._bg.error
                     if bg_err is not None:
                         raise bg_err
+                    if not stalled:
+                        cause = "l0_stop" if self._bg.l0_files >= opts.l0_stop_trigger else "memtables"
                     t0 = time.perf_counter()
                     self._write_cv.wait(0.1)
                     stalled += time.perf_counter() - t0
@@ -344,6 +490,10 @@ class DB:
         if stalled:
             self._stall_seconds += stalled
             self._stalls += 1
+            counts = self._stall_causes[cause]
+            counts[0] += 1
+            counts[1] += stalled
+            self._info_log.stalled(cause, stalled, self._bg.l0_files, len(self._sv.imms), opts)
 
     def _wal_switch_due_locked(self) -> bool:
         """REQUIRES: _write_mu held. True when the live WAL (segments of the
@@ -404,7 +554,11 @@ class DB:
         compaction catches up (leveldb's soft limit)."""
         t0 = time.perf_counter()
         time.sleep(0.001)
-        self._stall_seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self._stall_seconds += dt
+        counts = self._stall_causes["l0_slowdown"]
+        counts[0] += 1
+        counts[1] += dt
 
     # ----------------------------------------------------------------- state
     def _on_fence(self, err: BaseException) -> None:
@@ -416,6 +570,7 @@ class DB:
                 f"the database fenced itself after an I/O failure ({err!r}); close and reopen it to recover",
                 err,
             )
+            self._info_log.fenced(err)
             self._bg.write_fence_marker(err)
         # The caller may hold the write lock (a failed WAL append): wake
         # stalled writers only if the lock is free; they also poll _blocked
@@ -450,6 +605,8 @@ class DB:
                 "files": len(files),
                 "bytes": sum(f.file_size for f in files),
                 "target_bytes": 0 if lv == 0 else self._opts.max_bytes_for_level(lv),
+                "read_bytes": bg.level_io[lv][0] if lv < len(bg.level_io) else 0,
+                "write_bytes": bg.level_io[lv][1] if lv < len(bg.level_io) else 0,
             })
         cache = self._cache
         bloom_checked = bloom_useful = 0
@@ -463,6 +620,8 @@ class DB:
                                                                 wal.segment_bytes)
         user = self._user_bytes
         live_sst = sum(lv["bytes"] for lv in levels)
+        last_level_bytes = next((lv["bytes"] for lv in reversed(levels) if lv["bytes"]), 0)
+        unsynced = wal.written_seq > wal.durable_seq
         return {
             "health": self.health,
             "last_seq": self._last_seq,
@@ -487,6 +646,8 @@ class DB:
             "compaction_seconds": bg.compaction_seconds,
             "stall_seconds": self._stall_seconds,
             "stall_count": self._stalls,
+            "stalls": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in self._stall_causes.items()},
+            "space_amplification": live_sst / last_level_bytes if last_level_bytes else 0.0,
             "wal_files_live": wal_files_live,
             "wal_bytes_live": wal_bytes_live,
             "wal_files_archived": bg.wal_files_archived,
@@ -496,6 +657,9 @@ class DB:
             "wal_segments_created": wal.segments_created,
             "wal_syncs": wal.syncs,
             "wal_sync_seconds": wal.sync_seconds,
+            "wal_sync_latency": wal.sync_latency(),
+            "wal_unsynced_bytes": wal.bytes_written - wal.synced_bytes if unsynced else 0,
+            "wal_unsynced_age_seconds": time.monotonic() - wal.unsynced_since if unsynced else 0.0,
             "wal_dir_syncs": wal.dir_syncs,
             "wal_groups": wal.groups,
             "wal_synced_commits": wal.synced_commits,
@@ -509,6 +673,7 @@ class DB:
             "snapshots": len(self._snapshots),
             "background_error": repr(bg.error) if bg.error is not None else None,
             "fenced": repr(self._fenced) if self._fenced is not None else None,
+            "info_log_errors": self._info_log.errors,
         }
 
     # ----------------------------------------------------------------- close
@@ -530,6 +695,8 @@ class DB:
             self._wal.close(sync=self._fenced is None)
         finally:
             self._bg.close_readers()
+            self._info_log.info("close: last seq %d, durable seq %d", self._last_seq, self.durable_seq)
+            self._info_log.close()
             self._lock.release()
 
     def _simulate_crash(self) -> None:
@@ -541,6 +708,7 @@ class DB:
         self._bg.stop()
         self._wal.close(sync=False)
         self._bg.close_readers()
+        self._info_log.close()
         self._lock.release()
 
     def __enter__(self) -> DB:

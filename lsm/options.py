@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from lsm.base import compression
+from lsm.base import compression, infolog
 from lsm.base.fs import DEFAULT_FS, FileSystem
 
 
@@ -114,6 +114,25 @@ class Options:
     is checked when pruning runs (after each archive and at open), so an
     idle database deletes expired segments only at its next flush or
     open."""
+
+    info_log: bool = True
+    """Keep a human-readable event log, ``LOG`` in the database directory,
+    as leveldb and RocksDB do: each open (options, what recovery replayed,
+    cut or dropped, a fence marker found), flush and compaction (inputs,
+    outputs, bytes, seconds), write stall (cause, seconds) and fence (the
+    error). For people, not for recovery: never synced, and an error
+    writing it is counted in ``stats()["info_log_errors"]`` and otherwise
+    ignored (it never fails the database). Cost: a few hundred bytes per
+    flush or compaction, one write(2) each. False: no ``LOG`` is written."""
+
+    info_log_level: str = "info"
+    """Least severity written to ``LOG``: ``debug``, ``info`` (default),
+    ``warning`` (only what recovery dropped, stalls, fences and failures)
+    or ``error`` (fences and failures)."""
+
+    info_log_max_size: int = 1 * MiB
+    """Bytes at which ``LOG`` is renamed to ``LOG.old`` (replacing it) and
+    a new ``LOG`` started, so at most about twice this is kept."""
 
     # -------------------------------------------------------------- performance
     memtable_size: int = 4 * MiB
@@ -256,7 +275,12 @@ class Options:
                 self.wal_dir = os.fspath(self.wal_dir)
             else:
                 raise TypeError(f"wal_dir: expected a path, got {type(self.wal_dir).__name__}")
-        for name in ("create_if_missing", "error_if_exists", "paranoid_checks"):
+        if isinstance(self.info_log_level, str):
+            self.info_log_level = self.info_log_level.lower()
+        if self.info_log_level not in infolog.LEVELS:
+            raise ValueError(f"info_log_level: expected one of {tuple(infolog.LEVELS)}, got {self.info_log_level!r}")
+        _int_range(self, "info_log_max_size", 4096, 1 << 40)
+        for name in ("create_if_missing", "error_if_exists", "paranoid_checks", "info_log"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.fs, FileSystem):

@@ -18,8 +18,10 @@ from lsm.background import Background, SuperVersion, open_reader
 from lsm.base import filenames
 from lsm.base.errors import CorruptionError, InvalidDatabaseError, LockedError
 from lsm.base.fs import io_site
+from lsm.base.infolog import LOG_OLD, InfoLog
 from lsm.batch import decode_body
 from lsm.db import DB
+from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version_set import VersionSet
 from lsm.memtable import MemTable
 from lsm.options import Options, Sync
@@ -27,7 +29,7 @@ from lsm.sstable.cache import BlockCache
 from lsm.wal.reader import replay
 from lsm.wal.writer import WalWriter
 
-_OURS_DATA = (filenames.CURRENT, filenames.LOCK, filenames.FENCE, filenames.LOG)
+_OURS_DATA = (filenames.CURRENT, filenames.LOCK, filenames.FENCE, filenames.LOG, LOG_OLD)
 
 
 def _is_ours(name: str) -> bool:
@@ -91,8 +93,10 @@ def _check_directory(fs: Any, path: str, opts: Options) -> bool:
 
 def open_db(path: str, opts: Options) -> DB:
     fs = opts.fs
-    path = os.fspath(path)
-    wal_dir = opts.wal_dir or path
+    # Absolute: worker processes (background="process") and later
+    # os.chdir calls must see the same directories.
+    path = os.path.abspath(os.fspath(path))
+    wal_dir = os.path.abspath(opts.wal_dir) if opts.wal_dir else path
     with io_site("open"):
         exists = _check_directory(fs, path, opts)
         if wal_dir != path:
@@ -138,6 +142,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._install_mu = threading.RLock()
     db._snap_mu = threading.Lock()
     db._snapshots = {}
+    db._info_log = InfoLog.from_options(fs, path, opts)  # entries are held until the open succeeds
     db._closed = False
     db._fenced = None
     db._blocked = None
@@ -145,6 +150,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._user_bytes = 0
     db._stall_seconds = 0.0
     db._stalls = 0
+    db._stall_causes = {"memtables": [0, 0.0], "l0_stop": [0, 0.0], "l0_slowdown": [0, 0.0]}  # [count, seconds]
     db._l0_delay = False
     db._cache = BlockCache(opts.block_cache_size) if opts.block_cache_size > 0 else None
     db.recovery_report = {"replayed_records": len(result.records), "dropped": list(result.dropped),
@@ -177,6 +183,13 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
             fs.rename(seg_path, _set_aside_name(fs, seg_path))
         if result.truncate is not None or result.dropped_segments:
             fs.sync_dir(wal_dir)
+        if exists:
+            # The manifest was read through the page cache: an edit whose
+            # sync failed before a restart can be there and not on disk.
+            # Write the recovered state into a new manifest (fsynced, CURRENT
+            # switched durably) before anything is deleted on its word: WAL
+            # segments, tables, older manifests (tests/test_fault_sweep.py).
+            vs.log_and_apply(VersionEdit())
         _remove_garbage(fs, path, wal_dir, vs)
 
     readers = {}
@@ -237,6 +250,16 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
         if fenced_before:
             fs.remove(filenames.join(path, filenames.FENCE))
             fs.sync_dir(path)
+    db._info_log.opened(
+        path=path, created=not exists, options=opts, manifest=filenames.manifest_name(vs.manifest_number),
+        tables=len(vs.current.all_numbers()), last_seq=last, flushed_seq=vs.flushed_seq,
+        torn_manifest_tail=vs.recovered_torn_tail, replayed_records=len(result.records),
+        replayed_segments=sum(1 for s in result.segments if s.records),
+        first_replayed=result.records[0].seq if result.records else None, dropped=list(result.dropped),
+        truncated=result.truncate, set_aside=list(result.dropped_segments), fence_found=fenced_before,
+        memtable_entries=mem.count,
+    )
+    db._info_log.start()
     db._bg.start()
     return db
 

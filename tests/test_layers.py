@@ -21,9 +21,16 @@ LAYERS = {
     "lsm.compaction": 4,
     "lsm.snapshot": 5,
     "lsm.background": 5,
+    "lsm.ingest": 5,
+    "lsm.ops": 5,
     "lsm.db": 6,
     "lsm.recovery": 7,
+    "lsm.restore": 7,
+    "lsm.dump": 7,
+    "lsm.doctor": 7,
+    "lsm.metrics": 7,
     "lsm": 8,
+    "lsm.cli": 9,
 }
 
 

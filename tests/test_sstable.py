@@ -482,10 +482,10 @@ def test_foreign_file(tmp_path, content):
 def test_unknown_version(tmp_path):
     path, pristine, _ = _small_table(tmp_path, compression.NONE)
     data = bytearray(pristine)
-    data[-16] = 2  # format version u32 at footer offset 48
+    data[-16] = 3  # format version u32 at footer offset 48 (1 and 2 are known)
     with open(path, "wb") as f:
         f.write(data)
-    with pytest.raises(CorruptionError, match="version 2"):
+    with pytest.raises(CorruptionError, match="version 3"):
         TableReader.open(FS, path, file_number=1)
 
 

@@ -26,6 +26,11 @@ class ValueKind:
 
     DELETE: Final = 0
     PUT: Final = 1
+    RANGE_DELETE: Final = 2
+    """A range tombstone: deletes every key in [start, stop) written before
+    it. In a WAL batch body its op carries start as the key and stop as the
+    value; in an sstable it lives only in the range-deletion block, never in
+    a data block (docs/format/wal.md, docs/format/sstable.md)."""
 
 
 def pack_trailer(seq: int, kind: int) -> int:

@@ -13,6 +13,11 @@ ZSTD: Final = 1
 
 NAMES: Final = {"none": NONE, "zstd": ZSTD}
 
+_ZSTD_MAX_RATIO: Final = 32768
+"""No zstd frame decompresses to more than this many bytes per stored byte:
+a block holds at most 128 KiB and the smallest block (RLE) takes 4 bytes."""
+_STREAM_INPUT: Final = 256
+
 _local = threading.local()
 
 
@@ -53,10 +58,42 @@ def decompress(kind: int, data: bytes | memoryview, max_size: int) -> bytes:
         return bytes(data)
     if kind == ZSTD:
         try:
-            out = _dctx().decompress(data, max_output_size=max_size)
+            # The frame header's content size decides what decompress()
+            # allocates (max_output_size only applies when it is absent):
+            # checked first, so that a damaged header cannot ask for
+            # gigabytes (tests/test_fuzz_decoders.py).
+            size = zstandard.frame_content_size(data)
+            if size > max_size or size > _ZSTD_MAX_RATIO * len(data):
+                raise ValueError(
+                    f"zstd frame claims {size} bytes ({len(data)} stored, at most {max_size} expected)"
+                )
+            out = _dctx().decompress(data, max_output_size=max_size) if size >= 0 else _stream(data, max_size)
         except zstandard.ZstdError as e:
             raise ValueError(f"zstd: {e}") from None
         if len(out) > max_size:
             raise ValueError("decompressed block larger than its header says")
         return out
     raise ValueError(f"unknown compression id {kind}")
+
+
+def _stream(data: bytes | memoryview, max_size: int) -> bytes:
+    """A zstd frame without a content size (lsm writes one in every frame):
+    decompressed from input chunks of ``_STREAM_INPUT`` bytes, each of which
+    yields at most ``_ZSTD_MAX_RATIO`` times as much, stopping once the
+    output passes ``max_size``: memory follows the output produced, not a
+    size claimed (decompress() would allocate ``max_size`` at once)."""
+    dobj = _dctx().decompressobj()
+    mv = memoryview(data)
+    out = []
+    total = 0
+    for i in range(0, len(mv), _STREAM_INPUT):
+        chunk = dobj.decompress(mv[i : i + _STREAM_INPUT])
+        out.append(chunk)
+        total += len(chunk)
+        if total > max_size:
+            raise ValueError("decompressed block larger than its header says")
+        if dobj.eof:
+            break
+    if not dobj.eof:
+        raise ValueError("zstd: truncated frame")
+    return b"".join(out)

@@ -49,3 +49,29 @@ class LockedError(Error):
 class InvalidDatabaseError(Error):
     """The directory holds something that is not an lsm database (or a newer
     format than this version reads)."""
+
+
+class TargetNotEmptyError(Error):
+    """The destination of a checkpoint or a restore exists and is not an
+    empty directory (or lies inside the database it would copy). Nothing
+    was written."""
+
+
+class RestoreError(Error):
+    """A point-in-time restore cannot produce the state asked for: the base
+    (checkpoint or database) already holds commits after the restore point,
+    the point lies beyond the newest commit in the available log, or the
+    available segments disagree. Nothing was written to the target."""
+
+
+class RestoreGapError(RestoreError):
+    """The WAL segments available (live and archived) do not chain from the
+    base's flushed sequence number to the restore point: some were pruned
+    from the archive (or never archived). ``missing`` is the first sequence
+    number no available segment holds, ``resumes`` the name (first sequence
+    number) of the next segment available after the gap."""
+
+    def __init__(self, message: str, missing: int, resumes: int | None):
+        super().__init__(message)
+        self.missing = missing
+        self.resumes = resumes

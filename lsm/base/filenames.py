@@ -38,10 +38,14 @@ FENCE: Final = "FENCE"
 LOG: Final = "LOG"
 ARCHIVE_DIR: Final = "archive"
 
-_SST_RE: Final = re.compile(r"^(\d{6,})\.sst$")
-_WAL_RE: Final = re.compile(r"^(\d{20})\.wal$")
-_MANIFEST_RE: Final = re.compile(r"^MANIFEST-(\d{6,})$")
-_ARCHIVED_RE: Final = re.compile(r"^(\d{20})-(\d{20})\.wal$")
+# ASCII digits only (\d also takes other scripts' digits), at most 20 of them
+# (file numbers are u64s), and \Z rather than $ (which also matches before a
+# final newline): a name, or a CURRENT file, holding thousands of digits is
+# not ours, rather than a ValueError from int() (tests/test_fuzz_decoders.py).
+_SST_RE: Final = re.compile(r"^([0-9]{6,20})\.sst\Z")
+_WAL_RE: Final = re.compile(r"^([0-9]{20})\.wal\Z")
+_MANIFEST_RE: Final = re.compile(r"^MANIFEST-([0-9]{6,20})\Z")
+_ARCHIVED_RE: Final = re.compile(r"^([0-9]{20})-([0-9]{20})\.wal\Z")
 
 
 def sst_name(number: int) -> str:

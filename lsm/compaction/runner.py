@@ -16,6 +16,21 @@ newest first: the newest version is kept; an older version is kept only if
 some live snapshot ``s`` satisfies ``version.seq <= s < newer.seq`` (that
 snapshot reads it). At the bottommost level, a trailing run of deletion
 markers among the kept versions is dropped: nothing older can show through.
+
+Range tombstones (lsm/base/rangedel.py) of all inputs are fragmented
+together. Their seqs in each fragment follow the same rule among
+themselves (:func:`dedup_range_dels`), and at the bottommost level a seq is
+dropped when no snapshot is older than it (every reader sees it, and every
+version it covers is dropped below, so it has nothing left to hide). A
+version covered by a fragment takes part in the dedup rule as if each of
+the fragment's seqs were a deletion marker of that key (a *pseudo-version*,
+never written): so a covered version goes exactly when no snapshot
+separates it from the tombstone above it. Whatever survives is written to
+the outputs, clipped to each output's key range: an output file ends at
+``last_key + b"\x00"`` (the next one starts there), so neighbouring files
+never share a key, and the last one keeps the rest. The work is
+proportional to the entries read and the tombstones, never to the number
+of keys a tombstone covers that are not there.
 """
 
 from __future__ import annotations
@@ -25,17 +40,21 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Any
 
 from lsm.base import filenames
 from lsm.base.coding import ValueKind
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import DEFAULT_FS, FileSystem, io_site
+from lsm.base.rangedel import RangeDels, Tombstone
 from lsm.batch import decode_body
 from lsm.sstable.reader import TableReader
 from lsm.sstable.writer import TableProperties, TableWriter
 from lsm.wal.reader import scan_segment
 
 _DELETE = ValueKind.DELETE
+_RANGE_DELETE = ValueKind.RANGE_DELETE
+_PSEUDO = object()  # the value of a pseudo-version (a range tombstone's seq taking part in a key's dedup)
 
 
 @dataclass
@@ -58,6 +77,7 @@ class FlushJob:
     start_seq: int = 0
     end_seq: int = 0
     entries: list[tuple[bytes, int, bytes]] | None = None  # in internal order (in-process flush)
+    range_dels: list[Tombstone] | None = None  # (start, stop, seq), with ``entries`` (in-process flush)
 
 
 @dataclass
@@ -123,6 +143,91 @@ def _group_dedup(
         yield from dedup_versions(group, snapshots, bottommost)
 
 
+def dedup_range_dels(rd: RangeDels, snapshots: list[int], bottommost: bool) -> RangeDels:
+    """The tombstone seqs that must survive, per fragment: the newest, and
+    an older one only if a snapshot ``s`` has ``seq <= s < newer``; at the
+    bottommost level, only seqs some snapshot is older than (a snapshot
+    below the seq still reads what it covers, so it keeps hiding it from
+    the readers above). Fragments left without a seq disappear."""
+    starts: list[bytes] = []
+    ends: list[bytes] = []
+    seqs: list[tuple[int, ...]] = []
+    nsnap = len(snapshots)
+    for s, e, qs in zip(rd.starts, rd.ends, rd.seqs):
+        kept = [qs[0]]
+        newer = qs[0]
+        for q in qs[1:]:
+            i = bisect.bisect_left(snapshots, q)
+            if i < nsnap and snapshots[i] < newer:
+                kept.append(q)
+            newer = q
+        if bottommost:
+            kept = [q for q in kept if bisect.bisect_left(snapshots, q) > 0]
+        if not kept:
+            continue
+        t = tuple(kept)
+        if ends and ends[-1] == s and seqs[-1] == t:
+            ends[-1] = e
+        else:
+            starts.append(s)
+            ends.append(e)
+            seqs.append(t)
+    return RangeDels(starts, ends, seqs)
+
+
+def _group_dedup_covered(
+    entries: Iterable[tuple[bytes, int, bytes]], rd: RangeDels, snapshots: list[int], bottommost: bool
+) -> Iterator[tuple[bytes, int, bytes]]:
+    """:func:`_group_dedup` with range tombstones ``rd`` (as read, before
+    :func:`dedup_range_dels`): a key covered by a fragment whose newest seq
+    is above some version of it is deduplicated together with the
+    fragment's seqs as pseudo-versions (deletion markers), which are then
+    left out. ``entries`` in internal order, so a cursor walks the
+    fragments once."""
+    starts, ends, frag_seqs = rd.starts, rd.ends, rd.seqs
+    nf = len(starts)
+    fi = 0
+    plain = not bottommost
+
+    def flush(group: list[tuple[bytes, int, bytes]]) -> Iterator[tuple[bytes, int, bytes]]:
+        nonlocal fi
+        key = group[0][0]
+        while fi < nf and key >= ends[fi]:
+            fi += 1
+        if fi < nf and starts[fi] <= key and frag_seqs[fi][0] > group[-1][1] >> 8:
+            both: list[Any] = group + [(key, (q << 8) | _DELETE, _PSEUDO) for q in frag_seqs[fi]]
+            both.sort(key=itemgetter(1), reverse=True)  # stable: a real version first on a tie
+            for e in dedup_versions(both, snapshots, bottommost):
+                if e[2] is not _PSEUDO:
+                    yield e
+        elif len(group) == 1 and plain:
+            yield group[0]
+        else:
+            yield from dedup_versions(group, snapshots, bottommost)
+
+    group: list[tuple[bytes, int, bytes]] = []
+    cur = None
+    for e in entries:
+        k = e[0]
+        if k != cur:
+            if group:
+                yield from flush(group)
+            group = [e]
+            cur = k
+        else:
+            group.append(e)
+    if group:
+        yield from flush(group)
+
+
+def _surviving(
+    entries: Iterable[tuple[bytes, int, bytes]], rd: RangeDels | None, snapshots: list[int], bottommost: bool
+) -> Iterator[tuple[bytes, int, bytes]]:
+    if rd:
+        return _group_dedup_covered(entries, rd, snapshots, bottommost)
+    return _group_dedup(entries, snapshots, bottommost)
+
+
 def _new_writer(fs: FileSystem, dbdir: str, number: int, t: TableOptions) -> TableWriter:
     return TableWriter(
         fs,
@@ -134,9 +239,11 @@ def _new_writer(fs: FileSystem, dbdir: str, number: int, t: TableOptions) -> Tab
     )
 
 
-def _wal_entries(fs: FileSystem, job: FlushJob) -> tuple[list[tuple[bytes, int, bytes]], int]:
-    """The flush's entries re-read from its WAL segments, internal order."""
+def _wal_entries(fs: FileSystem, job: FlushJob) -> tuple[list[tuple[bytes, int, bytes]], int, list[Tombstone]]:
+    """The flush's entries re-read from its WAL segments, internal order,
+    bytes read, and its range tombstones."""
     latest: dict[bytes, list[tuple[int, int, bytes]]] = {}
+    rdels: list[Tombstone] = []
     nbytes = 0
     lo, hi = job.start_seq, job.end_seq
     for path in job.wal_paths:
@@ -147,7 +254,10 @@ def _wal_entries(fs: FileSystem, job: FlushJob) -> tuple[list[tuple[bytes, int, 
             nbytes += len(r.body)
             seq = r.seq
             for kind, key, value in decode_body(r.body, r.count, r.path, r.offset):
-                if lo < seq <= hi:
+                if kind == _RANGE_DELETE:
+                    if lo < seq <= hi:
+                        rdels.append((key, value, seq))
+                elif lo < seq <= hi:
                     vs = latest.get(key)
                     if vs is None:
                         latest[key] = [(seq, kind, value)]
@@ -163,28 +273,33 @@ def _wal_entries(fs: FileSystem, job: FlushJob) -> tuple[list[tuple[bytes, int, 
         vs = latest[key]
         for seq, kind, value in reversed(vs):
             append((key, (seq << 8) | kind, value))
-    return out, nbytes
+    return out, nbytes, rdels
 
 
 def run_flush(job: FlushJob, fs: FileSystem) -> JobResult:
     with io_site("flush"):
         if job.entries is not None:
             entries = job.entries
+            rdels = job.range_dels or []
             nread = 0
         else:
-            entries, nread = _wal_entries(fs, job)
+            entries, nread, rdels = _wal_entries(fs, job)
+        rd = RangeDels.build(rdels) if rdels else None
         w = _new_writer(fs, job.dbdir, job.file_number, job.table)
         n_out = 0
         try:
             add = w.add
-            for key, trailer, value in _group_dedup(entries, job.snapshots, False):
+            for key, trailer, value in _surviving(entries, rd, job.snapshots, False):
                 add(key, trailer, value)
                 n_out += 1
+            if rd:
+                for start, stop, seq in dedup_range_dels(rd, job.snapshots, False):
+                    w.add_range_del(start, stop, seq)
             props = w.finish(sync=True)
         except BaseException:
             w.abandon()
             raise
-        outputs = [(job.file_number, props)] if props.num_entries else []
+        outputs = [(job.file_number, props)] if props.num_entries or props.num_range_dels else []
         if not outputs:
             fs.remove(filenames.join(job.dbdir, filenames.sst_name(job.file_number)))
         return JobResult(outputs, nread, len(entries), n_out)
@@ -217,8 +332,16 @@ def run_compaction(job: CompactionJob, fs: FileSystem) -> JobResult:
             last_key = None
             writer_number = 0
             box = [0]
-            for key, trailer, value in _group_dedup(_counted(merged, box), job.snapshots, job.bottommost):
+            rd_in = [r.range_dels for r in readers if r.range_dels is not None]
+            rd = RangeDels.build(t for x in rd_in for t in x) if rd_in else None
+            rd_out = dedup_range_dels(rd, job.snapshots, job.bottommost) if rd else None
+            lo_bound: bytes | None = None  # where the current output's key range starts (None: first output)
+            for key, trailer, value in _surviving(_counted(merged, box), rd, job.snapshots, job.bottommost):
                 if writer is not None and key != last_key and writer.estimated_size >= target:
+                    if rd_out:
+                        hi_bound = last_key + b"\x00"  # type: ignore[operator]
+                        _add_range_dels(writer, rd_out, lo_bound, hi_bound)
+                        lo_bound = hi_bound
                     outputs.append((writer_number, writer.finish(sync=True)))
                     writer = None
                 if writer is None:
@@ -229,7 +352,15 @@ def run_compaction(job: CompactionJob, fs: FileSystem) -> JobResult:
                 writer.add(key, trailer, value)
                 last_key = key
                 n_out += 1
+            if rd_out and writer is None and rd_out.overlaps(lo_bound, None):
+                # Tombstones past the last entry (or no entry at all): a table of their own.
+                if not numbers:
+                    raise RuntimeError("compaction ran out of reserved file numbers")
+                writer_number = numbers.pop(0)
+                writer = _new_writer(fs, job.dbdir, writer_number, job.table)
             if writer is not None:
+                if rd_out:
+                    _add_range_dels(writer, rd_out, lo_bound, None)
                 outputs.append((writer_number, writer.finish(sync=True)))
                 writer = None
             n_in = box[0]
@@ -246,6 +377,12 @@ def run_compaction(job: CompactionJob, fs: FileSystem) -> JobResult:
             for r in readers:
                 r.close()
     return JobResult(outputs, nread, n_in, n_out)
+
+
+def _add_range_dels(w: TableWriter, rd: RangeDels, lo: bytes | None, hi: bytes | None) -> None:
+    """Give ``w`` the pieces of ``rd`` inside ``[lo, hi)``."""
+    for start, stop, seq in rd.clipped(lo, hi):
+        w.add_range_del(start, stop, seq)
 
 
 def _counted(it: Iterable, box: list[int]) -> Iterator:

@@ -336,17 +336,32 @@ class VersionSet:
             pass
 
 
+_PROBE_BYTES: Final = 256 << 20
+"""Bytes the search for an intact record after damage may checksum before it
+gives up and assumes one may follow (fails closed): every offset whose length
+field is in bounds costs a crc over that length, so bytes that read as
+lengths everywhere (a repeated 4-byte pattern) would make the search
+quadratic in the tail (tests/test_fuzz_decoders.py)."""
+_GAVE_UP: Final = -2
+
+
 def _intact_record_after(data: bytes, mv: memoryview, start: int) -> int:
     """Offset of the first intact record (length in bounds, checksum
     matches, payload decodes as a version edit) starting at or after
-    ``start``, or -1. Only damage pays for this scan."""
+    ``start``; -1 when there is none; ``_GAVE_UP`` when more than
+    ``_PROBE_BYTES`` would have to be checksummed to tell. Only damage pays
+    for this scan."""
     size = len(data)
     unpack_from = U32U32.unpack_from
+    budget = _PROBE_BYTES
     for off in range(start, size - RECORD_HEADER_SIZE + 1):
         stored, length = unpack_from(data, off)
         end = off + RECORD_HEADER_SIZE + length
         if length == 0 or end > size:
             continue
+        budget -= length
+        if budget < 0:
+            return _GAVE_UP
         if mask(crc(mv[off + 8 : end], crc(mv[off + 4 : off + 8]))) == stored:
             try:
                 VersionEdit.decode(mv[off + 8 : end], "", 0)
@@ -390,14 +405,19 @@ def _replay(data: bytes, path: str, num_levels: int) -> tuple[Version, int, int,
             # never acknowledged iff no intact record follows it; otherwise
             # the damage is in the middle and later edits would be lost.
             found = _intact_record_after(data, mv, off + 1)
-            if found >= 0:
+            if found != -1:
                 if length > MAX_RECORD_SIZE:
                     what = f"manifest record length {length} exceeds the limit"
                 elif end > size:
                     what = f"manifest record length {length} runs past the end of the file"
                 else:
                     what = "manifest record checksum mismatch"
-                raise CorruptionError(f"{what}, before an intact record at offset {found}", path, off)
+                after = (
+                    f"before an intact record at offset {found}"
+                    if found >= 0
+                    else "and too many candidate records follow to rule out an intact one"
+                )
+                raise CorruptionError(f"{what}, {after}", path, off)
             torn = off
             break
         edit = VersionEdit.decode(mv[off + 8 : end], path, off + 8)

@@ -46,9 +46,18 @@ MAGIC: Final = 0x0A5453534D534C89
 """Last 8 bytes of every sstable: b"\\x89LSMSST\\n" read as a little-endian
 u64. Part of the on-disk format."""
 
-FORMAT_VERSION: Final = 1
-"""Table format version in the footer. Part of the on-disk format: a reader
-refuses versions it does not know."""
+FORMAT_VERSION: Final = 2
+"""Newest table format version (in the footer). Part of the on-disk format:
+a reader refuses versions it does not know. Version 2 is version 1 plus a
+range-deletion block, named by the ``range_dels`` property; the writer
+writes version 1 (byte for byte as before) for a table without range
+deletions, so only tables that need the new block are unreadable to a
+version-1 reader."""
+
+FORMAT_VERSION_1: Final = 1
+"""The original layout: no range-deletion block."""
+
+KNOWN_VERSIONS: Final = (FORMAT_VERSION_1, FORMAT_VERSION)
 
 BLOCK_TRAILER: Final = Struct("<BII")
 """After each block's stored bytes: compression id (u8), uncompressed payload
@@ -87,6 +96,10 @@ _INT_PROPS: Final = (
     (b"num_entries", "num_entries"),
 )
 _BYTES_PROPS: Final = ((b"largest", "largest"), (b"smallest", "smallest"))
+# Version 2 only (required there): the range-deletion block's handle and its
+# number of tombstone pieces.
+PROP_RANGE_DELS: Final = b"range_dels"
+PROP_NUM_RANGE_DELS: Final = b"num_range_dels"
 
 
 @dataclass
@@ -96,16 +109,23 @@ class TableProperties:
 
     file_size: int
     num_entries: int
+    """Point entries (range tombstones not included)."""
     num_deletes: int
     smallest: bytes
-    """First user key (b"" in an empty table)."""
+    """First user key (b"" in an empty table). With range tombstones: the
+    smaller of the first entry's key and the first tombstone's start."""
     largest: bytes
-    """Last user key (b"" in an empty table)."""
+    """Last user key (b"" in an empty table). With range tombstones: the
+    larger of the last entry's key and the last tombstone's inclusive end
+    (``rangedel.inclusive_end``), so the table's key range covers them."""
     min_seq: int
-    """Smallest sequence number (0 in an empty table)."""
+    """Smallest sequence number (0 in an empty table), tombstones included."""
     max_seq: int
     data_size: int
     """Uncompressed key + value bytes of all entries."""
+    num_range_dels: int = 0
+    """Range tombstone pieces (fragment, seq) in the range-deletion block;
+    0 in a version-1 table."""
 
 
 # ---------------------------------------------------------------- block payload
@@ -197,41 +217,75 @@ def unframe_block(data: bytes, verify: bool) -> bytes:
 
 
 # ---------------------------------------------------------------- footer
-def encode_footer(filter_h: tuple[int, int], props_h: tuple[int, int], index_h: tuple[int, int]) -> bytes:
-    head = FOOTER.pack(*filter_h, *props_h, *index_h, FORMAT_VERSION, 0, MAGIC)[:_FOOTER_CRC_SPAN]
+def encode_footer(
+    filter_h: tuple[int, int],
+    props_h: tuple[int, int],
+    index_h: tuple[int, int],
+    version: int = FORMAT_VERSION_1,
+) -> bytes:
+    head = FOOTER.pack(*filter_h, *props_h, *index_h, version, 0, MAGIC)[:_FOOTER_CRC_SPAN]
     return head + U32.pack(_mask(_crc(head))) + _U64.pack(MAGIC)
 
 
-def decode_footer(data: bytes) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """``(filter, properties, index)`` handles of a 64-byte footer. Raises
+def decode_footer_version(data: bytes) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """``(version, filter, properties, index)`` of a 64-byte footer. Raises
     ValueError: magic first (a foreign file), then version, then crc."""
     if len(data) != FOOTER_SIZE:
         raise ValueError("short footer")
     f_off, f_size, p_off, p_size, i_off, i_size, version, stored_crc, magic = FOOTER.unpack(data)
     if magic != MAGIC:
         raise ValueError(f"not an sstable: bad magic {magic:#018x}")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"unknown sstable format version {version} (this reader knows {FORMAT_VERSION})")
+    if version not in KNOWN_VERSIONS:
+        raise ValueError(
+            f"unknown sstable format version {version} (this reader knows {', '.join(map(str, KNOWN_VERSIONS))})"
+        )
     if _mask(_crc(data[:_FOOTER_CRC_SPAN])) != stored_crc:
         raise ValueError("footer checksum mismatch")
-    return (f_off, f_size), (p_off, p_size), (i_off, i_size)
+    return version, (f_off, f_size), (p_off, p_size), (i_off, i_size)
+
+
+def decode_footer(data: bytes) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """``(filter, properties, index)`` handles of a 64-byte footer (see
+    :func:`decode_footer_version`)."""
+    return decode_footer_version(data)[1:]  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- properties
-def encode_properties(props: TableProperties, num_data_blocks: int) -> bytes:
+def encode_properties(
+    props: TableProperties, num_data_blocks: int, range_dels_h: tuple[int, int] | None = None
+) -> bytes:
     """Properties payload: a block whose keys are property names (sorted),
-    trailers 0, values u64 or raw bytes."""
+    trailers 0, values u64 or raw bytes. ``range_dels_h``: the handle of the
+    range-deletion block (version 2 only)."""
     items = [
         (name, _U64.pack(getattr(props, attr) if attr else num_data_blocks)) for name, attr in _INT_PROPS
     ]
     items += [(name, getattr(props, attr)) for name, attr in _BYTES_PROPS]
+    if range_dels_h is not None:
+        items.append((PROP_RANGE_DELS, HANDLE.pack(*range_dels_h)))
+        items.append((PROP_NUM_RANGE_DELS, _U64.pack(props.num_range_dels)))
     items.sort()
     return encode_block([k for k, _ in items], [0] * len(items), [v for _, v in items])
 
 
+def decode_range_dels_props(payload: bytes) -> tuple[tuple[int, int], int]:
+    """Version 2: ``(range-deletion block handle, num_range_dels)`` from a
+    properties payload. Raises ValueError when missing or malformed."""
+    keys, _trailers, values = decode_block(payload, check_offsets=True)
+    d = dict(zip(keys, values))
+    h = d.get(PROP_RANGE_DELS)
+    if h is None or len(h) != HANDLE.size:
+        raise ValueError("property range_dels missing or not a block handle")
+    n = d.get(PROP_NUM_RANGE_DELS)
+    if n is None or len(n) != 8:
+        raise ValueError("property num_range_dels missing or not a u64")
+    return HANDLE.unpack(h), _U64.unpack(n)[0]
+
+
 def decode_properties(payload: bytes, file_size: int) -> tuple[TableProperties, int]:
     """``(properties, num_data_blocks)``. Raises ValueError on a missing or
-    malformed property."""
+    malformed property. ``num_range_dels`` is left 0 (version 2 reads it
+    with :func:`decode_range_dels_props`)."""
     keys, _trailers, values = decode_block(payload, check_offsets=True)
     d = dict(zip(keys, values))
     fields: dict[str, int | bytes] = {"file_size": file_size}

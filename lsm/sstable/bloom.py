@@ -142,8 +142,8 @@ class BloomFilter:
             raise ValueError(f"bloom filter of {m} bits (minimum {MIN_BITS})")
         try:
             bits = BitMap.deserialize(data[FILTER_HEADER.size :])
-        except ValueError as e:  # pyroaring's error for a malformed serialization
-            raise ValueError(f"bloom filter bit set: {e}") from None
+        except (ValueError, IndexError) as e:  # pyroaring: ValueError when malformed, IndexError when empty
+            raise ValueError(f"bloom filter bit set: {type(e).__name__}: {e}") from None
         if bits and bits.max() >= m:
             raise ValueError(f"bloom filter sets bit {bits.max()} of {m}")
         self.k = k

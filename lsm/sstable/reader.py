@@ -2,8 +2,11 @@
 (format: docs/format/sstable.md).
 
 ``open`` verifies the footer (magic, version, crc), checks that the footer's
-handles tile the file, and reads and checks the filter, properties and index
-blocks (crc always verified) before anything else is trusted. Each data
+handles tile the file, and reads and checks the filter, properties, index
+and (format version 2) range-deletion blocks (crc always verified) before
+anything else is trusted. The range tombstones are kept in memory as a
+:class:`~lsm.base.rangedel.RangeDels` (``range_dels``; None in a table
+without any, the common case). Each data
 block read then checks its handle against the file, its crc (when
 ``verify_checksums``), bounds its decompression by its trailer, and checks
 its layout; any failure raises ``CorruptionError`` naming the file and the
@@ -32,16 +35,20 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Final
 
+from lsm.base.coding import ValueKind
 from lsm.base.errors import ClosedError, CorruptionError
 from lsm.base.fs import FileSystem, ReadableFile
+from lsm.base.rangedel import RangeDels
 from lsm.sstable.block import (
     BLOCK_TRAILER_SIZE,
     FOOTER_SIZE,
+    FORMAT_VERSION_1,
     HANDLE,
     MAX_TRAILER,
     decode_block,
-    decode_footer,
+    decode_footer_version,
     decode_properties,
+    decode_range_dels_props,
     unframe_block,
 )
 from lsm.sstable.bloom import BloomFilter
@@ -77,6 +84,8 @@ class TableReader:
         self._verify = verify_checksums
         self.bloom_useful = 0
         self.bloom_checked = 0
+        self.range_dels: RangeDels | None = None
+        """The table's range tombstones, fragmented; None when it has none."""
         self._load_meta()
 
     @classmethod
@@ -111,7 +120,7 @@ class TableReader:
         foot = size - FOOTER_SIZE
         data = self._file.pread(foot, FOOTER_SIZE)
         try:
-            filter_h, props_h, index_h = decode_footer(data)
+            self.format_version, filter_h, props_h, index_h = decode_footer_version(data)
         except ValueError as e:
             raise self._corrupt(str(e), foot) from None
         # The meta blocks and the footer tile the end of the file, in order.
@@ -128,8 +137,18 @@ class TableReader:
         payload = self._read_meta(props_h, "properties")
         try:
             self.properties, nblocks = decode_properties(payload, size)
+            rd_h = None
+            if self.format_version != FORMAT_VERSION_1:
+                rd_h, self.properties.num_range_dels = decode_range_dels_props(payload)
         except ValueError as e:
             raise self._corrupt(f"properties block: {e}", props_h[0]) from None
+        if rd_h is not None:
+            # Version 2: the range-deletion block sits between the data
+            # blocks and the first meta block.
+            if rd_h[0] + rd_h[1] + t != data_end:
+                raise self._corrupt("range-deletion block handle does not tile the file", props_h[0])
+            self._load_range_dels(rd_h)
+            data_end = rd_h[0]
 
         payload = self._read_meta(index_h, "index")
         try:
@@ -150,6 +169,44 @@ class TableReader:
                 self._bloom = BloomFilter(payload)
             except ValueError as e:
                 raise self._corrupt(f"filter block: {e}", filter_h[0]) from None
+
+    def _load_range_dels(self, h: tuple[int, int]) -> None:
+        """Read and check the range-deletion block: pieces ``(start, stop,
+        seq)`` as a block (keys starts, values stops, trailers seq << 8 |
+        RANGE_DELETE) in fragment order, seqs descending within a fragment;
+        fragments non-empty and disjoint; agreeing with the properties."""
+        payload = self._read_meta(h, "range-deletion")
+        p = self.properties
+        try:
+            keys, trailers, values = decode_block(payload, check_offsets=True)
+            if not keys or len(keys) != p.num_range_dels:
+                raise ValueError(f"{len(keys)} pieces, properties say {p.num_range_dels}")
+            starts: list[bytes] = []
+            ends: list[bytes] = []
+            seqs: list[tuple[int, ...]] = []
+            group: list[int] = []
+            for k, tr, v in zip(keys, trailers, values):
+                if tr & 0xFF != ValueKind.RANGE_DELETE or tr >> 8 == 0:
+                    raise ValueError(f"bad trailer {tr:#x} at {k!r}")
+                if starts and k == starts[-1]:
+                    if v != ends[-1] or tr >> 8 >= group[-1]:
+                        raise ValueError(f"pieces of the fragment at {k!r} disagree or are out of order")
+                    group.append(tr >> 8)
+                    continue
+                if group:
+                    seqs.append(tuple(group))
+                starts.append(k)
+                ends.append(v)
+                group = [tr >> 8]
+            seqs.append(tuple(group))
+            rd = RangeDels(starts, ends, seqs)
+            rd.check()
+            lo, hi = rd.seq_range()
+            if rd.smallest < p.smallest or rd.largest > p.largest or lo < p.min_seq or hi > p.max_seq:
+                raise ValueError("tombstones outside the key or seq range of the properties")
+        except ValueError as e:
+            raise self._corrupt(f"range-deletion block: {e}", h[0]) from None
+        self.range_dels = rd
 
     def _read_meta(self, h: tuple[int, int], what: str) -> bytes:
         n = h[1] + BLOCK_TRAILER_SIZE
@@ -190,7 +247,11 @@ class TableReader:
             )
         if ikeys != sorted(ikeys):
             raise self._corrupt("index keys out of order", index_off)
-        if ikeys and ikeys[-1] != p.largest:
+        largest = ikeys[-1] if ikeys else None
+        rd = self.range_dels
+        if rd is not None:
+            largest = rd.largest if largest is None else max(largest, rd.largest)
+        if largest is not None and largest != p.largest:
             raise self._corrupt("index and properties disagree on the largest key", index_off)
 
     # ------------------------------------------------------------ blocks
@@ -264,6 +325,36 @@ class TableReader:
             e = entries[j]
             if e[1] <= target:
                 return e[1] & 0xFF, e[2]
+            j += 1
+        return None
+
+    def get_entry(self, key: bytes, snapshot_seq: int) -> Entry | None:
+        """As :meth:`get`, but the entry ``(key, trailer, value)`` itself
+        (the caller needs its seq: a range tombstone elsewhere may be
+        newer)."""
+        bloom = self._bloom
+        if bloom is not None:
+            self.bloom_checked += 1
+            if not bloom.may_contain(key):
+                self.bloom_useful += 1
+                return None
+        ikeys = self._ikeys
+        nb = len(ikeys)
+        i = bisect_left(ikeys, key)
+        target = (snapshot_seq << 8) | 0xFF
+        if i < nb and ikeys[i] == key:
+            itr = self._itrailers
+            while i < nb and ikeys[i] == key and itr[i] > target:
+                i += 1
+        if i == nb:
+            return None
+        keys, entries = self._block(i)
+        j = bisect_left(keys, key)
+        n = len(keys)
+        while j < n and keys[j] == key:
+            e = entries[j]
+            if e[1] <= target:
+                return e
             j += 1
         return None
 
@@ -359,9 +450,17 @@ class TableReader:
                 max_seq = max(max_seq, t >> 8)
                 prev = (k, t)
             n += len(keys)
-            if i == 0 and keys[0] != p.smallest:
-                raise self._corrupt("first key differs from the properties' smallest", off)
-        if n and (min_seq, max_seq) != (p.min_seq, p.max_seq):
+            if i == 0:
+                smallest = keys[0] if self.range_dels is None else min(keys[0], self.range_dels.smallest)
+                if smallest != p.smallest:
+                    raise self._corrupt("first key differs from the properties' smallest", off)
+        rd = self.range_dels
+        if rd is not None:
+            lo, hi = rd.seq_range()
+            min_seq, max_seq = min(min_seq, lo), max(max_seq, hi)
+            if not n and rd.smallest != p.smallest:
+                raise self._corrupt("first tombstone differs from the properties' smallest", None)
+        if (n or rd is not None) and (min_seq, max_seq) != (p.min_seq, p.max_seq):
             raise self._corrupt("sequence range differs from the properties", None)
         if (n, deletes, data_size) != (p.num_entries, p.num_deletes, p.data_size):
             raise self._corrupt("entry counts differ from the properties", None)

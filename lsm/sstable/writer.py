@@ -1,9 +1,10 @@
 """The sstable writer: turns entries in internal order into a table file
 (format: docs/format/sstable.md; byte layouts in :mod:`lsm.sstable.block`).
 
-File layout, in write order: data blocks, filter block (absent when the
-bloom filter is off or the table is empty), properties block, index block,
-footer. The index holds one entry per data block: the block's last user key
+File layout, in write order: data blocks, range-deletion block (format
+version 2, only when range tombstones were added), filter block (absent
+when the bloom filter is off or the table is empty), properties block,
+index block, footer. The index holds one entry per data block: the block's last user key
 and last trailer, and the block's handle.
 
 Writes are buffered: blocks accumulate in memory and reach the file in
@@ -22,8 +23,12 @@ from collections.abc import Iterable
 from typing import Final
 
 from lsm.base import compression as _compression
+from lsm.base.coding import MAX_SEQ, ValueKind
 from lsm.base.fs import FileSystem
+from lsm.base.rangedel import RangeDels, Tombstone
 from lsm.sstable.block import (
+    FORMAT_VERSION,
+    FORMAT_VERSION_1,
     HANDLE,
     MAX_BLOCK_PAYLOAD,
     MAX_TRAILER,
@@ -126,6 +131,7 @@ class TableWriter:
         self._smallest: bytes | None = None
         self._min_seq = -1
         self._max_seq = 0
+        self._rdels: list[Tombstone] = []  # range tombstones, any order; fragmented by finish()
 
     # ------------------------------------------------------------ adding
     def add(self, key: bytes, trailer: int, value: bytes) -> None:
@@ -163,6 +169,21 @@ class TableWriter:
         add = self.add  # local alias: one attribute look-up for the whole loop
         for key, trailer, value in entries:
             add(key, trailer, value)
+
+    def add_range_del(self, start: bytes, stop: bytes, seq: int) -> None:
+        """Add a range tombstone deleting ``[start, stop)`` for versions below
+        ``seq``. Any order, any overlap, before ``finish``: the writer
+        fragments them into the table's range-deletion block (format version
+        2) and widens the table's key and seq range to cover them. An empty
+        range (``start >= stop``) is ignored. ValueError on a bad seq."""
+        if self._state != "open":
+            raise ValueError(f"table writer is {self._state}")
+        if type(start) is not bytes or type(stop) is not bytes:
+            raise TypeError("range tombstone bounds must be bytes")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not (0 < seq <= MAX_SEQ):
+            raise ValueError(f"range tombstone seq must be an int in 1..{MAX_SEQ}, got {seq!r}")
+        if start < stop:
+            self._rdels.append((start, stop, seq))
 
     @property
     def estimated_size(self) -> int:
@@ -256,6 +277,15 @@ class TableWriter:
             if self._keys:
                 self._flush_block()
             n = self._flushed_entries
+            rd_h = None
+            rd = RangeDels.build(self._rdels) if self._rdels else None
+            if rd:
+                pieces = list(rd)
+                rd_h = self._append_meta(encode_block(
+                    [p[0] for p in pieces],
+                    [(p[2] << 8) | ValueKind.RANGE_DELETE for p in pieces],
+                    [p[1] for p in pieces],
+                ))
             filter_h = (0, 0)
             if self._bloom is not None and n:
                 num_keys = self._num_keys + (1 if self._smallest == b"" else 0)
@@ -270,9 +300,16 @@ class TableWriter:
                 max_seq=self._max_seq,
                 data_size=self._data_size,
             )
-            props_h = self._append_meta(encode_properties(props, len(self._ihandles)))
+            if rd:
+                lo, hi = rd.seq_range()
+                props.num_range_dels = len(pieces)
+                props.smallest = min(props.smallest, rd.smallest) if n else rd.smallest
+                props.largest = max(props.largest, rd.largest) if n else rd.largest
+                props.min_seq = min(props.min_seq, lo) if n else lo
+                props.max_seq = max(props.max_seq, hi)
+            props_h = self._append_meta(encode_properties(props, len(self._ihandles), rd_h))
             index_h = self._append_meta(encode_block(self._ikeys, self._itrailers, self._ihandles))
-            footer = encode_footer(filter_h, props_h, index_h)
+            footer = encode_footer(filter_h, props_h, index_h, FORMAT_VERSION if rd else FORMAT_VERSION_1)
             self._parts.append(footer)
             self._offset += len(footer)
             self._write_buffered()

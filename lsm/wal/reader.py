@@ -28,7 +28,8 @@ offset X whose header declares it ends at E is mid-log iff
       header, or any of the next ``_NEXT_SEQ_WINDOW`` sequence numbers)
       starts anywhere after X + 28 (found with ``bytes.find`` on the
       8-byte seq field, then checked by crc; after ``_PROBE_LIMIT``
-      candidates it assumes one may follow and fails closed). This
+      candidates, or ``_PROBE_BYTES`` checksummed, it assumes one may
+      follow and fails closed). This
       catches a record whose length field was damaged.
 
 The same test decides non-zero bytes after an all-zero record header (a
@@ -77,6 +78,10 @@ searches for (covers a damaged count field of batches up to this size)."""
 _PROBE_LIMIT: Final = 10_000
 """Candidate headers examined by the torn-tail probe before it gives up and
 assumes an intact record may follow (fail closed)."""
+_PROBE_BYTES: Final = 256 << 20
+"""Bytes the probe may checksum before it gives up likewise: each candidate
+costs a crc over its length field's worth, so 10 000 candidates of a large
+segment could cost hundreds of GiB (tests/test_fuzz_decoders.py)."""
 
 
 @dataclass(slots=True)
@@ -481,6 +486,7 @@ def _intact_follower(data: bytes, mv: memoryview, start: int, next_seqs: set[int
     rh = RECORD_HEADER_SIZE
     unpack_from = RECORD_HEADER.unpack_from
     examined = 0
+    budget = _PROBE_BYTES
     for nxt in sorted(next_seqs):
         if not 0 < nxt <= MAX_SEQ:
             continue
@@ -495,8 +501,15 @@ def _intact_follower(data: bytes, mv: memoryview, start: int, next_seqs: set[int
                 return f"more than {_PROBE_LIMIT} candidate record headers follow; cannot rule out an intact record"
             crc, length, _, count, _ = unpack_from(data, h)
             end = h + rh + length
-            if count >= 1 and end <= size and masked_crc(mv[h + 4 : end]) == crc:
-                return f"an intact record with seq {nxt} follows at offset {h}"
+            if count >= 1 and end <= size:
+                budget -= length
+                if budget < 0:
+                    return (
+                        f"candidate record headers after it span more than {_PROBE_BYTES >> 20} MiB; "
+                        "cannot rule out an intact record"
+                    )
+                if masked_crc(mv[h + 4 : end]) == crc:
+                    return f"an intact record with seq {nxt} follows at offset {h}"
             pos = data.find(pat, pos + 1)
     return ""
 

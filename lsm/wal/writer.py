@@ -61,6 +61,10 @@ _NORMAL = Sync.NORMAL
 GROUP_HIST_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128)
 """Upper bounds of the commits-per-sync histogram buckets (last is +inf)."""
 
+SYNC_LATENCY_SAMPLES = 1024
+"""WAL syncs whose durations are kept (a ring) for the latency percentiles
+(:meth:`WalWriter.sync_latency`). A power of two."""
+
 
 class WalWriter:
     def __init__(
@@ -101,6 +105,9 @@ class WalWriter:
         self.syncs = 0
         self.dir_syncs = 0
         self.sync_seconds = 0.0
+        self._sync_lat = [0.0] * SYNC_LATENCY_SAMPLES  # durations of the last syncs, a ring indexed by syncs
+        self.synced_bytes = 0  # bytes_written covered by the last sync
+        self.unsynced_since = 0.0  # time.monotonic() of the oldest unsynced commit, about (no lock)
         self.group_hist = [0] * (len(GROUP_HIST_BOUNDS) + 1)
         self.groups = 0  # syncs that covered at least one commit
         self.synced_commits = 0  # commits made durable by those syncs
@@ -168,6 +175,8 @@ class WalWriter:
         except BaseException as e:
             self._fence(e)
             raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
+        if self.written_seq <= self.durable_seq:  # the oldest unsynced commit (stats' wal_unsynced_age)
+            self.unsynced_since = time.monotonic()
         self.written_seq = last_seq
         self._written_commits += count_commits
         if self._lingering:  # a sync leader waits for this group to fill
@@ -207,6 +216,7 @@ class WalWriter:
             self._syncing = True
             self._linger_locked()
             target = self.written_seq
+            target_bytes = self.bytes_written
             commits = self._written_commits
             pending, self._pending = self._pending, []
             need_dir = not self._dir_synced
@@ -235,8 +245,12 @@ class WalWriter:
                 self.durable_seq = max(self.durable_seq, target)
                 group = commits - self._synced_commits
                 self._synced_commits = commits
+                self._sync_lat[self.syncs & (SYNC_LATENCY_SAMPLES - 1)] = dt
                 self.syncs += 1
                 self.sync_seconds += dt
+                self.synced_bytes = target_bytes
+                if self.written_seq > target:  # appended during the sync: at most about this old
+                    self.unsynced_since = t0
                 self._sync_ewma += (dt - self._sync_ewma) * 0.125
                 if need_dir:
                     self.dir_syncs += 1
@@ -256,6 +270,22 @@ class WalWriter:
         if err is not None:
             self._fence(err)
             self._raise_fenced()
+
+    def sync_latency(self) -> dict[str, float]:
+        """Durations of the last ``SYNC_LATENCY_SAMPLES`` WAL syncs, in
+        seconds: ``samples``, ``p50``, ``p90``, ``p99``, ``max`` (nearest
+        rank; all 0 before the first sync). A sync's duration is what its
+        group's commits waited for: the fdatasync (fsync under EXTRA), plus
+        any sealed segment's and the directory's sync when due."""
+        with self._cv:
+            n = min(self.syncs, SYNC_LATENCY_SAMPLES)
+            xs = self._sync_lat[:n]
+        xs.sort()
+        out: dict[str, float] = {"samples": n}
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            out[name] = xs[max(0, -int(-q * n) - 1)] if n else 0.0
+        out["max"] = xs[-1] if n else 0.0
+        return out
 
     def _linger_locked(self) -> None:
         """REQUIRES: ``_cv`` held, this thread the sync leader. Let the group
