@@ -1,16 +1,27 @@
-"""Real-process crashes: SIGKILL a writer at random moments and verify every
-acknowledged commit after reopen (tools/crash_kill.py); background worker
-processes that must not outlive a killed parent (lsm/compaction/worker.py,
-"Orphans"); and a kill followed by a power cut (CrashFS), which needs open
-to make the replayed log durable.
+"""Real-process crashes: SIGKILL a writer at random moments and verify the
+reopened database (tools/crash_kill.py), as a process crash (every
+acknowledged commit survives) and as a simulated power cut inside the killed
+process (tools/power_cut_fs.py: the writer's unsynced data dies with it; the
+power-cut promises hold). Also: the oracle's verdicts on made-up cycles, the
+power-cut layer's rules, and that power mode notices an engine that skips
+a WAL or directory fsync; background worker processes that must not
+outlive a killed parent (lsm/compaction/worker.py, "Orphans"); and a kill
+followed by a power cut (CrashFS), which needs open to make the replayed
+log durable.
 
-Size: ``LSM_KILL_CYCLES`` kill cycles (default 50) with worker processes,
-a fifth of that with background threads; ``LSM_KILL_SEED`` fixes the seed
-(default: random, printed by the tool with a replay command line).
+Size: ``LSM_KILL_CYCLES`` process-kill cycles (default 300; a fifth of them
+with worker processes, the rest with a background thread; 1 to 8 writer
+threads per cycle) and ``LSM_POWER_KILL_CYCLES`` power-cut cycles (default
+200). ``LSM_KILL_SEED`` fixes the seed of both (default: random; printed,
+and the tool prints a replay command line). ``LSM_RELIABILITY_LOG``: each
+run's JSON line of figures (families ``kill9``, ``kill9_power``) is
+appended to that file.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
 import signal
@@ -20,16 +31,18 @@ import time
 
 import pytest
 
+from tests.reliability_log import record
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "crash_kill.py")
-CYCLES = int(os.environ.get("LSM_KILL_CYCLES", "50"))
+CYCLES = int(os.environ.get("LSM_KILL_CYCLES", "300"))
+POWER_CYCLES = int(os.environ.get("LSM_POWER_KILL_CYCLES", "200"))
+SEED = int(os.environ.get("LSM_KILL_SEED") or random.SystemRandom().randrange(1 << 32))
+
+sys.path.append(os.path.join(ROOT, "tools"))
+from power_cut_fs import DurableModel, HarnessError, SyncTrackingFS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and SIGKILL")
-
-
-def _seed() -> int:
-    s = os.environ.get("LSM_KILL_SEED")
-    return int(s) if s else random.SystemRandom().randrange(1 << 32)
 
 
 def _env() -> dict[str, str]:
@@ -38,25 +51,326 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run_tool(tmp_path, *args: str, timeout: float) -> None:
-    cmd = [sys.executable, TOOL, "--seed", str(_seed()), "--dir", str(tmp_path / "db"), *args]
+def _run_tool(tmp_path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, TOOL, "--seed", str(SEED), "--dir", str(tmp_path / "db"),
+           "--reliability-log", str(tmp_path / "reliability.jsonl"), *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT, check=False)
     print(p.stdout)
     print(p.stderr, file=sys.stderr)
+    return p
+
+
+def _figure(stdout: str, before: str) -> int:
+    """The number printed just before ``before`` in the tool's summary."""
+    return int(stdout[: stdout.index(before)].split()[-1])
+
+
+def _check_run(tmp_path, p: subprocess.CompletedProcess, family: str, cycles: int) -> None:
+    kind = "power-cut" if family == "kill9_power" else "kill"
     assert p.returncode == 0, f"crash_kill failed (exit {p.returncode}):\n{p.stdout}\n{p.stderr}"
-    assert f"OK {args[args.index('--cycles') + 1]} kill cycles" in p.stdout
+    assert f"OK {cycles} {kind} cycles" in p.stdout
+    with open(tmp_path / "reliability.jsonl") as f:
+        line = f.read().strip()
+    record_fields = json.loads(line)
+    assert record_fields["family"] == family and record_fields["cycles"] == cycles
+    assert record_fields["violations"] == 0 and record_fields["seed"] == str(SEED)
+    assert record_fields["flushes"] == _figure(p.stdout, "flushes,")
+    record(**record_fields)  # the figures for RELIABILITY.md (LSM_RELIABILITY_LOG)
+    if cycles >= 50:
+        # Most cycles are killed only after a flush and a compaction (the rest early or at a random time):
+        # those must really happen, and so must manifest roll-overs (a new manifest and CURRENT switch).
+        assert _figure(p.stdout, "cycles that did not flush and compact") == 0
+        for what in ("with a flush", "with a compaction", "with a roll-over by a flush or compaction"):
+            n = int(p.stdout.split(what, 1)[1].split()[0].rstrip(","))
+            assert n >= cycles * 0.6, f"only {n} of {cycles} cycles {what}"
+        assert record_fields["compactions"] > 0 and record_fields["manifest_rolls"] > 0
 
 
-def test_kill_cycles_worker_processes(tmp_path):
+def test_kill_cycles(tmp_path):
+    """Process kills: thread and worker-process background, 1-8 threads."""
+    print(f"kill -9: LSM_KILL_CYCLES={CYCLES} LSM_KILL_SEED={SEED}")
     # A generous orphan timeout (workers still starting up on a loaded machine exit when they find
     # their parent gone); test_worker_dies_with_its_parent_mid_job checks promptness.
-    _run_tool(tmp_path, "--cycles", str(CYCLES), "--background", "process", "--orphan-timeout", "10",
-              timeout=60 + 6 * CYCLES)
+    p = _run_tool(tmp_path, "--cycles", str(CYCLES), "--orphan-timeout", "10", timeout=120 + 5 * CYCLES)
+    _check_run(tmp_path, p, "kill9", CYCLES)
+    assert _figure(p.stdout, "cycles with worker processes") == CYCLES // 5
 
 
-def test_kill_cycles_background_thread(tmp_path):
-    n = max(5, CYCLES // 5)
-    _run_tool(tmp_path, "--cycles", str(n), "--background", "thread", "--threads", "2", timeout=60 + 6 * n)
+def test_power_cut_cycles(tmp_path):
+    """The crash layer inside the killed writer: unsynced data dies with it."""
+    print(f"kill -9 + power cut: LSM_POWER_KILL_CYCLES={POWER_CYCLES} LSM_KILL_SEED={SEED}")
+    p = _run_tool(tmp_path, "--mode", "power", "--cycles", str(POWER_CYCLES), timeout=120 + 5 * POWER_CYCLES)
+    _check_run(tmp_path, p, "kill9_power", POWER_CYCLES)
+    if POWER_CYCLES >= 50:
+        assert _figure(p.stdout, "and applied") > 0  # the cuts do revert unsynced directory changes
+
+
+def test_help_documents_both_modes():
+    p = subprocess.run([sys.executable, TOOL, "--help"], capture_output=True, text=True, env=_env(), timeout=60,
+                       check=True)
+    for text in ("--mode kill", "--mode power", "SyncTrackingFS", "--cycles", "--seed", "LSM_RELIABILITY_LOG"):
+        assert text in p.stdout, text
+
+
+@pytest.mark.parametrize(("sabotage", "expect"), [
+    ("wal-sync", ("lost that had to survive", "CorruptionError")),
+    ("dir-sync", ("CorruptionError", "lost that had to survive")),
+])
+def test_power_mode_catches_a_missing_sync(tmp_path, sabotage, expect):
+    """The harness is not blind: with WAL fsyncs, or directory fsyncs, made
+    no-ops in the writer, power mode fails (a lost acknowledged commit, or a
+    database that no longer opens)."""
+    p = _run_tool(tmp_path, "--mode", "power", "--cycles", "30", "--sabotage", sabotage, timeout=300)
+    assert p.returncode == 1, f"sabotage {sabotage} went unnoticed:\n{p.stdout}\n{p.stderr}"
+    assert "FAILED" in p.stderr and any(e in p.stderr for e in expect), p.stderr
+
+
+# ---- the oracle ------------------------------------------------------------------------------------------------
+
+
+def _commits(level: str, order: list[tuple[int, int]], *, batch: bool = False):
+    """Workload with every commit at ``level`` (batches when ``batch``), and
+    the commits ``order`` = [(thread, n), ...] laid out by sequence number
+    from 1: {first seq: Commit}."""
+    import crash_kill as ck
+
+    w = ck.Workload(seed=5, batch_prob=1.0 if batch else 0.0, delete_prob=0.0, promise_prob=0.0,
+                    mix=((level, 1),))
+    out, seq = {}, 1
+    for t, n in order:
+        c = ck.make_commit(w, 0, t, n)
+        out[seq] = c
+        seq += c.count
+    return w, out
+
+
+def _state_after(commits, upto: int) -> dict[bytes, bytes]:
+    state: dict[bytes, bytes] = {}
+    for s in sorted(commits):
+        if s > upto:
+            break
+        for _kind, key, value in commits[s].ops:
+            state[key] = value
+    return state
+
+
+def _verify(w, commits, acked_keys, last_seq, *, power, threads=2, state=None):
+    import crash_kill as ck
+
+    res = ck.CycleResult()
+    for s in acked_keys:
+        res.acked[s] = (commits[s].thread, commits[s].n)
+    res.ready_seq = 0
+    state = _state_after(commits, last_seq) if state is None else state
+    return ck.verify(w, 0, res, threads, {}, 0, state, last_seq, power)
+
+
+def test_oracle_power_cut_promises():
+    import crash_kill as ck
+
+    w, c = _commits("OFF", [(0, 0), (1, 0), (0, 1)])
+    seqs = sorted(c)
+    # OFF: a power cut may lose the tail of the log, but not leave a hole in it.
+    assert _verify(w, c, seqs, seqs[1] - 1, power=True)["acked_lost_allowed"] == 2
+    with pytest.raises(ck.Failure, match="a process crash loses nothing|had to survive"):
+        _verify(w, c, seqs, seqs[1] - 1, power=False)
+    w, c = _commits("FULL", [(0, 0), (1, 0)])
+    with pytest.raises(ck.Failure, match="had to survive.*acknowledged at FULL"):
+        _verify(w, c, sorted(c), sorted(c)[1] - 1, power=True)
+    w, c = _commits("BARRIER", [(0, 0), (1, 0)])
+    assert _verify(w, c, sorted(c), sorted(c)[1] - 1, power=True)["acked_lost_allowed"] == 1  # the newest may go
+    with pytest.raises(ck.Failure, match="BARRIER, and a later commit was acknowledged"):
+        _verify(w, c, sorted(c), 0, power=True)
+
+
+def test_oracle_rejects_split_batches_foreign_values_and_misplaced_in_flight_commits():
+    import crash_kill as ck
+
+    w, c = _commits("OFF", [(0, 0), (1, 0)], batch=True)
+    first, second = sorted(c)
+    with pytest.raises(ck.Failure, match="a batch was split"):
+        _verify(w, c, [first, second], second + 1, power=True)
+    state = _state_after(c, second - 1)
+    state[b"k999999"] = b"never written"
+    with pytest.raises(ck.Failure, match="differs from the model"):
+        _verify(w, c, [first], second - 1, power=True, state=state)
+    # Thread 1's commit 0 was in flight (not acknowledged) but made it: it may fill the hole before thread 0's.
+    w, c = _commits("FULL", [(1, 0), (0, 0)])
+    _hole, acked = sorted(c)
+    assert _verify(w, c, [acked], acked + c[acked].count - 1, power=False)["in_flight_recovered"] == 1
+    # ... but a thread's in-flight commit never lands before its own acknowledged ones.
+    w, c = _commits("FULL", [(0, 1), (0, 0)])
+    with pytest.raises(ck.Failure, match="not explained by this cycle's commits"):
+        _verify(w, c, [sorted(c)[1]], max(c) + c[max(c)].count - 1, power=False, threads=1)
+
+
+# ---- the power-cut layer ---------------------------------------------------------------------------------------
+
+
+class _Journal:
+    """A SyncTrackingFS on a real directory, its model in-process."""
+
+    def __init__(self, root):
+        self.dir = os.path.join(root, "d")
+        os.makedirs(self.dir)
+        self.model = DurableModel([self.dir], os.path.join(root, "d.shadow"))
+        self.model.start_process()
+        self.fs = SyncTrackingFS(self.model.apply, self.model.shadow)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def write(self, name: str, data: bytes, *, sync: bool = True) -> None:
+        f = self.fs.create(self.path(name))
+        f.write(data)
+        if sync:
+            f.fsync()
+        f.close()
+
+    def append(self, name: str, data: bytes, *, sync: bool = False) -> None:
+        f = self.fs.open_append(self.path(name))
+        f.write(data)
+        if sync:
+            f.datasync()
+        f.close()
+
+    def state(self) -> dict[str, bytes]:
+        out = {}
+        for n in sorted(os.listdir(self.dir)):
+            with open(self.path(n), "rb") as f:
+                out[n] = f.read()
+        return out
+
+
+def _outcomes(tmp_path, scenario, seeds: int = 60) -> list[dict[str, bytes]]:
+    """The directory after a power cut, for each seed: ``scenario(journal)``
+    runs on a fresh directory, then the model cuts it."""
+    out = []
+    for seed in range(seeds):
+        j = _Journal(str(tmp_path / str(seed)))
+        scenario(j)
+        j.model.cut(random.Random(seed))
+        out.append(j.state())
+    return out
+
+
+def _distinct(states: list[dict[str, bytes]]) -> set[tuple]:
+    return {tuple(sorted(s.items())) for s in states}
+
+
+def test_power_cut_layer_synced_data_stays_unsynced_tail_varies(tmp_path):
+    def scenario(j):
+        j.write("a", b"synced")
+        j.fs.sync_dir(j.dir)
+        j.append("a", b"-tail-not-synced")
+
+    states = _outcomes(tmp_path, scenario)
+    assert all(set(s) == {"a"} and s["a"].startswith(b"synced") and len(s["a"]) <= 22 for s in states)
+    contents = {s["a"] for s in states}
+    assert b"synced" in contents and b"synced-tail-not-synced" in contents  # dropped, kept
+    assert any(c[6:] and c != b"synced-tail-not-synced" for c in contents)  # torn, zeros or garbage
+
+
+def test_power_cut_layer_unsynced_create_may_vanish(tmp_path):
+    def scenario(j):
+        j.write("a", b"data")  # the file is synced, its name is not
+
+    assert _distinct(_outcomes(tmp_path, scenario)) == {(), (("a", b"data"),)}
+
+
+def test_power_cut_layer_rename_is_atomic_and_needs_a_dir_sync(tmp_path):
+    def switch(j, sync_after: bool):
+        j.write("CURRENT", b"1")
+        j.fs.sync_dir(j.dir)
+        j.write("tmp", b"2")
+        j.fs.rename(j.path("tmp"), j.path("CURRENT"))
+        if sync_after:
+            j.fs.sync_dir(j.dir)
+
+    got = _distinct(_outcomes(tmp_path / "no", lambda j: switch(j, False)))
+    assert got == {(("CURRENT", b"2"),), (("CURRENT", b"1"), ("tmp", b"2")), (("CURRENT", b"1"),)}
+    got = _distinct(_outcomes(tmp_path / "yes", lambda j: switch(j, True)))
+    assert got == {(("CURRENT", b"2"),)}
+
+
+def test_power_cut_layer_unsynced_unlink_may_be_undone(tmp_path):
+    def scenario(j):
+        j.write("x", b"content")
+        j.fs.sync_dir(j.dir)
+        j.fs.remove(j.path("x"))
+
+    assert _distinct(_outcomes(tmp_path, scenario)) == {(), (("x", b"content"),)}
+
+
+@pytest.mark.parametrize("how", ["truncate", "recreate"])
+def test_power_cut_layer_rewrite_below_the_synced_length(tmp_path, how):
+    def scenario(j, sync: bool):
+        j.write("f", b"ABCDEF")
+        j.fs.sync_dir(j.dir)
+        if how == "truncate":
+            j.fs.truncate(j.path("f"), 2)
+        else:
+            j.write("f", b"AB", sync=False)  # O_TRUNC of an existing file: the same inode
+        if sync:
+            j.append("f", b"", sync=True)
+
+    assert _distinct(_outcomes(tmp_path / "no", lambda j: scenario(j, False))) == {
+        (("f", b"ABCDEF"),), (("f", b"AB"),)}
+    assert _distinct(_outcomes(tmp_path / "yes", lambda j: scenario(j, True))) == {(("f", b"AB"),)}
+
+
+def test_power_cut_layer_dir_sync_covers_only_what_preceded_it(tmp_path):
+    """A directory sync covers the changes journalled before it began: its
+    line carries that count, so a create journalled after the sync started
+    (a kill or a race can interleave lines) stays unsynced."""
+    j = _Journal(str(tmp_path))
+    with open(j.path("early"), "wb"), open(j.path("late"), "wb"):
+        pass
+    ino = {n: os.stat(j.path(n)).st_ino for n in ("early", "late")}
+    for line in (f"fC\t{ino['early']}\t{j.path('early')}", f"fC\t{ino['late']}\t{j.path('late')}",
+                 f"fD\t1\t{j.dir}"):
+        j.model.apply(line)
+    assert j.model.durable[j.dir] == {"early": ino["early"]}
+    assert [g for _n, g in j.model.log[j.dir]] == [[("late", ino["late"])]]
+
+
+def test_power_cut_layer_refuses_files_it_was_not_told_about(tmp_path):
+    """A file created behind the layer's back fails the cut, unless a
+    create intent explains it (a kill between the create and its line)."""
+    j = _Journal(str(tmp_path / "a"))
+    with open(j.path("sneaky"), "wb") as f:
+        f.write(b"x")
+    with pytest.raises(HarnessError, match="sneaky.*outside the filesystem layer"):
+        j.model.cut(random.Random(0))
+
+    def intent_only(j):
+        j.model.apply(f"fc\t{j.path('cut-off')}")
+        with open(j.path("cut-off"), "wb") as f:
+            f.write(b"y")
+
+    assert _distinct(_outcomes(tmp_path / "b", intent_only)) >= {(), (("cut-off", b""),)}
+
+
+def test_power_cut_layer_rename_journalled_but_killed_before_it_ran(tmp_path):
+    """A rename is journalled just before it runs: a kill in between leaves
+    it journalled but not done, and the cut treats it as an unsynced
+    rename (either state), not as a file nobody created."""
+    def scenario(j):
+        j.write("CURRENT", b"1")
+        j.write("tmp", b"2")
+        j.fs.sync_dir(j.dir)
+        j.model.apply(f"fN\t{os.stat(j.path('tmp')).st_ino}\t{j.path('tmp')}\t{j.path('CURRENT')}")
+
+    got = _distinct(_outcomes(tmp_path, scenario))
+    assert got == {(("CURRENT", b"2"),), (("CURRENT", b"1"), ("tmp", b"2"))}
+
+
+def test_power_cut_layer_refuses_new_directories(tmp_path):
+    j = _Journal(str(tmp_path))
+    j.fs.makedirs(j.dir)  # exists: fine
+    with pytest.raises(OSError) as e:
+        j.fs.makedirs(j.path("archive"))
+    assert e.value.errno == errno.ENOTSUP
 
 
 # ---- orphaned workers -------------------------------------------------------------------------------------------
