@@ -17,7 +17,7 @@ from typing import Any
 from lsm.background import Background, SuperVersion, open_reader
 from lsm.base import filenames
 from lsm.base.errors import CorruptionError, InvalidDatabaseError, LockedError
-from lsm.base.fs import io_site
+from lsm.base.fs import io_site, makedirs_durable
 from lsm.base.infolog import LOG_OLD, InfoLog
 from lsm.batch import decode_body
 from lsm.db import DB
@@ -42,23 +42,6 @@ def _is_ours(name: str) -> bool:
         or name.endswith(".wal.dropped")
         or name == filenames.ARCHIVE_DIR
     )
-
-
-def makedirs_durable(fs: Any, path: str) -> None:
-    """Create ``path`` and its missing parents, and fsync the parent of each
-    directory created so that its entry survives a power cut (a fsync of
-    the new directory alone does not make its name durable)."""
-    missing = []
-    p = os.path.abspath(path)
-    while not fs.exists(p):
-        missing.append(p)
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    fs.makedirs(path)
-    for d in reversed(missing):
-        fs.sync_dir(os.path.dirname(d))
 
 
 def _check_directory(fs: Any, path: str, opts: Options) -> bool:

@@ -269,3 +269,20 @@ class FileSystem:
 
 
 DEFAULT_FS = FileSystem()
+
+
+def makedirs_durable(fs: FileSystem, path: str) -> None:
+    """Create ``path`` and its missing parents, and fsync the parent of each
+    directory created so that its entry survives a power cut (a fsync of
+    the new directory alone does not make its name durable)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not fs.exists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    fs.makedirs(path)
+    for d in reversed(missing):
+        fs.sync_dir(os.path.dirname(d))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsm.base import filenames
 from lsm.base.errors import CorruptionError, TargetNotEmptyError
-from lsm.base.fs import FileSystem, ReadableFile
+from lsm.base.fs import FileSystem, ReadableFile, makedirs_durable
 from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version import Version
 from lsm.manifest.version_set import current_tmp_name, encode_header, encode_record
@@ -160,21 +160,8 @@ def check_empty_target(fs: FileSystem, path: str, what: str) -> None:
         raise TargetNotEmptyError(f"{what} {path} is not empty (it holds {shown}); give a new or empty directory")
 
 
-def make_dir_durable(fs: FileSystem, path: str) -> None:
-    """Create ``path`` and its missing parents, fsyncing the parent of each
-    directory created (as lsm.recovery does for a new database)."""
-    missing = []
-    p = os.path.abspath(path)
-    while not fs.exists(p):
-        missing.append(p)
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    fs.makedirs(path)
-    for d in reversed(missing):
-        fs.sync_dir(os.path.dirname(d))
-
+make_dir_durable = makedirs_durable
+"""Create a directory and its parents durably (shared with lsm.recovery)."""
 
 def remove_created(fs: FileSystem, created: list[str]) -> None:
     """Best-effort removal of the files an interrupted copy made, newest
