@@ -45,6 +45,7 @@ import pytest
 import lsm
 from lsm.base.crashfs import CrashFS
 from tests.reliability_log import record
+from tests.test_power_cut import OPTS as POWER_CUT_OPTS
 
 S = lsm.Sync
 DB = "/db"
@@ -53,16 +54,7 @@ VARIANTS = [(errno.EIO, False), (errno.ENOSPC, False), (errno.EIO, True), (errno
 MAX_N = 100_000  # a workload that never completes is a bug in the sweep
 
 OPTS = dict(
-    memtable_size=3000,
-    wal_segment_size=4096,
-    target_file_size=1500,
-    block_size=256,
-    l0_compaction_trigger=2,
-    l0_slowdown_trigger=6,
-    l0_stop_trigger=10,
-    max_bytes_for_level_base=6000,
-    level_multiplier=2,
-    num_levels=4,
+    POWER_CUT_OPTS,
     sync_interval=3600,  # no timer-driven syncs: the op sequence is deterministic
     background="inline",
 )

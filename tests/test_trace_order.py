@@ -65,24 +65,13 @@ from lsm.manifest import version_set as vsmod
 from lsm.manifest.edit import VersionEdit
 from lsm.wal.reader import scan_segment_bytes
 from tests.reliability_log import record
+from tests.test_power_cut import OPTS as POWER_CUT_OPTS
 
 S = lsm.Sync
 DB = "/db"
 SEED = int(os.environ.get("LSM_TRACE_SEED", random.randrange(1 << 30)))
 
-OPTS = dict(
-    memtable_size=3000,
-    wal_segment_size=4096,
-    target_file_size=1500,
-    block_size=256,
-    l0_compaction_trigger=2,
-    l0_slowdown_trigger=6,
-    l0_stop_trigger=10,
-    max_bytes_for_level_base=6000,
-    level_multiplier=2,
-    num_levels=4,
-    sync_interval=0.002,
-)
+OPTS = POWER_CUT_OPTS  # the power-cut tests' tiny options
 
 
 

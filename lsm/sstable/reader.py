@@ -297,9 +297,17 @@ class TableReader:
 
     def get(self, key: bytes, snapshot_seq: int) -> tuple[int, bytes] | None:
         """``(kind, value)`` of the newest version of ``key`` with seq <=
-        ``snapshot_seq``; None when the table holds no such version. Reads at
-        most one data block: the index's last trailers skip blocks whose
-        versions of ``key`` are all newer than the snapshot."""
+        ``snapshot_seq``; None when the table holds no such version (see
+        :meth:`get_entry`)."""
+        e = self.get_entry(key, snapshot_seq)
+        return None if e is None else (e[1] & 0xFF, e[2])
+
+    def get_entry(self, key: bytes, snapshot_seq: int) -> Entry | None:
+        """The entry ``(key, trailer, value)`` of the newest version of
+        ``key`` with seq <= ``snapshot_seq``, or None (a caller may need its
+        seq: a range tombstone elsewhere may be newer). Reads at most one
+        data block: the index's last trailers skip blocks whose versions of
+        ``key`` are all newer than the snapshot."""
         bloom = self._bloom
         if bloom is not None:
             self.bloom_checked += 1
@@ -318,36 +326,6 @@ class TableReader:
             return None
         # Block i's last entry is at or after (key, target) in internal
         # order, block i-1's is before it: the version sought is in block i.
-        keys, entries = self._block(i)
-        j = bisect_left(keys, key)
-        n = len(keys)
-        while j < n and keys[j] == key:
-            e = entries[j]
-            if e[1] <= target:
-                return e[1] & 0xFF, e[2]
-            j += 1
-        return None
-
-    def get_entry(self, key: bytes, snapshot_seq: int) -> Entry | None:
-        """As :meth:`get`, but the entry ``(key, trailer, value)`` itself
-        (the caller needs its seq: a range tombstone elsewhere may be
-        newer)."""
-        bloom = self._bloom
-        if bloom is not None:
-            self.bloom_checked += 1
-            if not bloom.may_contain(key):
-                self.bloom_useful += 1
-                return None
-        ikeys = self._ikeys
-        nb = len(ikeys)
-        i = bisect_left(ikeys, key)
-        target = (snapshot_seq << 8) | 0xFF
-        if i < nb and ikeys[i] == key:
-            itr = self._itrailers
-            while i < nb and ikeys[i] == key and itr[i] > target:
-                i += 1
-        if i == nb:
-            return None
         keys, entries = self._block(i)
         j = bisect_left(keys, key)
         n = len(keys)
