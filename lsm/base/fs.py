@@ -17,25 +17,39 @@ shared (``pread`` has no file position).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import errno
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
 
 _site: contextvars.ContextVar[str] = contextvars.ContextVar("lsm_io_site", default="other")
 
 
-@contextlib.contextmanager
-def io_site(name: str) -> Iterator[None]:
-    """Label the file operations in the ``with`` body with call site ``name``."""
-    token = _site.set(name)
-    try:
-        yield
-    finally:
-        _site.reset(token)
+class io_site:  # noqa: N801 - used like a function: ``with io_site("flush"):``
+    """Label the file operations in the ``with`` body with call site ``name``.
+
+    A class rather than a ``contextlib`` generator: entering and leaving
+    costs about half as much, and the WAL's commit path enters one per sync
+    (hot loops use :func:`enter_site` / :func:`exit_site` directly)."""
+
+    __slots__ = ("_name", "_token")
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __enter__(self) -> None:
+        self._token = _site.set(self._name)
+
+    def __exit__(self, *exc: object) -> None:
+        _site.reset(self._token)
+
+
+enter_site = _site.set
+"""``token = enter_site(name)``: label the following file operations of this
+thread with call site ``name`` until ``exit_site(token)``."""
+
+exit_site = _site.reset
 
 
 def current_site() -> str:

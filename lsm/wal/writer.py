@@ -36,7 +36,7 @@ previous sync released can append first (``_linger_locked``: a fixed
 commit). ``_lead_cv`` shares ``_cv``'s lock; appends notify it while a
 leader lingers.
 
-Locks: ``_cv`` (a Condition) guards ``durable_seq``, ``_syncing``,
+Locks: ``_cv`` (a Condition) guards ``durable_seq``, the sync gates,
 ``_barrier_seq``, ``_pending`` and the counters. Lock order: DB write lock,
 then ``_cv``; ``_cv`` is never held across I/O.
 """
@@ -45,13 +45,27 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left as _bisect_left
 from collections.abc import Callable
 
 from lsm.base import filenames
 from lsm.base.errors import NeedsRecoveryError
 from lsm.base.fs import FileSystem, WritableFile, io_site
+from lsm.base.fs import enter_site as _enter_site
+from lsm.base.fs import exit_site as _exit_site
 from lsm.options import Sync
 from lsm.wal.format import encode_segment_header
+
+_perf_counter = time.perf_counter
+
+
+_UNBOUNDED = 1 << 63  # a sync target above every sequence number
+
+
+def _new_gate() -> threading.Lock:
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
 
 _FULL = Sync.FULL
 _BARRIER = Sync.BARRIER
@@ -97,7 +111,15 @@ class WalWriter:
         # -- guarded by self._cv:
         self.durable_seq = 0
         self._synced_commits = 0
-        self._syncing = False
+        # Sync gates (group commit): a gate is a Lock created held. The
+        # leader holds ``_sync_gate`` for its sync and releases it after
+        # publishing the result; waiters acquire-and-release it, each
+        # waking the next (no Condition wait/notify round, no thundering
+        # herd on ``_cv``). ``_next_gate`` is the gate the next sync will
+        # use, created by the first committer that waits for it.
+        self._sync_gate: threading.Lock | None = None
+        self._next_gate: threading.Lock | None = None
+        self._sync_target = 0  # written_seq the running (or last) sync covers
         self._barrier_seq = 0
         self._dir_synced = True  # the live segment's directory entry is durable
         self._pending: list[tuple[WritableFile, int]] = []  # sealed, maybe-unsynced segments
@@ -115,6 +137,7 @@ class WalWriter:
         self._last_group = 1  # commits covered by the last sync
         self._sync_ewma = 0.0002  # seconds, a moving average of one WAL sync
         self._lingering = False
+        self._waiting = 0  # threads in _cv.wait() (sync_to, wait_durable): notify only when > 0
         self._closed = False
         self._syncer: threading.Thread | None = None
         self._kick = threading.Event()
@@ -202,51 +225,89 @@ class WalWriter:
     def sync_to(self, seq: int, level: int = _FULL) -> None:
         """Block until every record up to ``seq`` is durable (and the live
         segment's directory entry too). Group commit: at most one sync runs
-        at a time; waiters that arrive during it are covered by the next."""
+        at a time; waiters that arrive during it are covered by the next.
+
+        Waiting is on sync gates (see ``__init__``): a committer whose
+        record the running sync covers waits for that sync's gate; the
+        others wait for the next sync's gate, except the first of them,
+        which waits for the running sync and then leads the next one. The
+        result (``durable_seq``, or ``fenced``) is published under ``_cv``
+        before a gate opens, so a waiter never starts a sync after a failed
+        one (a failed sync is never retried). This is also the lone FULL
+        writer's path, once per commit: it takes ``_cv`` twice and does a
+        few attribute updates around the fdatasync."""
         cv = self._cv
-        with cv:
-            while True:
+        designated: threading.Lock | None = None  # the next sync's gate, if this thread is to lead it
+        while True:
+            with cv:
                 if self.fenced is not None:
                     self._raise_fenced()
-                if self.durable_seq >= seq and self._dir_synced:
-                    return
-                if not self._syncing:
+                if self.durable_seq >= seq and self._dir_synced and (designated is None or self._next_gate is not designated):
+                    return  # (a designated leader leads even so: others wait for its gate)
+                cur = self._sync_gate
+                if cur is None:  # no sync running: lead one
+                    gate = self._next_gate
+                    if gate is None:
+                        gate = _new_gate()
+                    else:
+                        self._next_gate = None
+                    self._sync_gate = gate
+                    if self.commit_linger or self._last_group > 1:
+                        # Committers arriving while the leader lingers are
+                        # covered by this sync (its target is read after).
+                        self._sync_target = _UNBOUNDED
+                        self._linger_locked()
+                    target = self._sync_target = self.written_seq
+                    target_bytes = self.bytes_written
+                    commits = self._written_commits
+                    pending = self._pending
+                    if pending:
+                        self._pending = []
+                    need_dir = not self._dir_synced
+                    f = self._file
                     break
-                cv.wait()
-            self._syncing = True
-            self._linger_locked()
-            target = self.written_seq
-            target_bytes = self.bytes_written
-            commits = self._written_commits
-            pending, self._pending = self._pending, []
-            need_dir = not self._dir_synced
-            f = self._file
+                if seq <= self._sync_target and self._dir_synced:
+                    gate = cur  # the running sync covers seq
+                else:
+                    gate = self._next_gate
+                    if gate is None:  # lead the next sync once this one ends
+                        designated = self._next_gate = _new_gate()
+                        gate = cur
+            gate.acquire()  # blocks until that sync's result is published
+            gate.release()  # and lets the next waiter through
         err: BaseException | None = None
-        t0 = time.perf_counter()
+        token = _enter_site("wal")
+        t0 = _perf_counter()
         try:
-            with io_site("wal"):
-                for pf, _s in pending:
-                    pf.datasync() if level < _EXTRA else pf.fsync()
-                if f is not None:
-                    f.datasync() if level < _EXTRA else f.fsync()
-                if need_dir:
-                    self.fs.sync_dir(self.wal_dir)
+            for pf, _s in pending:
+                pf.datasync() if level < _EXTRA else pf.fsync()
+            if f is not None:
+                f.datasync() if level < _EXTRA else f.fsync()
+            if need_dir:
+                self.fs.sync_dir(self.wal_dir)
         except BaseException as e:  # noqa: BLE001 - any failure fences
             err = e
-        dt = time.perf_counter() - t0
+        dt = _perf_counter() - t0
+        _exit_site(token)
         for pf, _s in pending:
             try:
                 pf.close()
             except OSError:
                 pass
         with cv:
-            self._syncing = False
-            if err is None:
-                self.durable_seq = max(self.durable_seq, target)
+            self._sync_gate = None
+            if err is not None:
+                if self.fenced is None:
+                    self.fenced = err  # before the gate opens: no waiter may retry the sync
+                self._open_next_gate_locked()
+            else:
+                if target > self.durable_seq:
+                    self.durable_seq = target
                 group = commits - self._synced_commits
                 self._synced_commits = commits
-                self._sync_lat[self.syncs & (SYNC_LATENCY_SAMPLES - 1)] = dt
-                self.syncs += 1
+                n = self.syncs
+                self._sync_lat[n & (SYNC_LATENCY_SAMPLES - 1)] = dt
+                self.syncs = n + 1
                 self.sync_seconds += dt
                 self.synced_bytes = target_bytes
                 if self.written_seq > target:  # appended during the sync: at most about this old
@@ -260,13 +321,10 @@ class WalWriter:
                     self.groups += 1
                     self.synced_commits += group
                     self._last_group = group
-                    i = 0
-                    for b in GROUP_HIST_BOUNDS:
-                        if group <= b:
-                            break
-                        i += 1
-                    self.group_hist[i] += 1
-            cv.notify_all()
+                    self.group_hist[_bisect_left(GROUP_HIST_BOUNDS, group)] += 1
+            if self._waiting:
+                cv.notify_all()
+        gate.release()
         if err is not None:
             self._fence(err)
             self._raise_fenced()
@@ -341,12 +399,16 @@ class WalWriter:
                 if self.fenced is not None:
                     self._raise_fenced()
                 if deadline is None:
-                    self._cv.wait()
+                    left = None
                 else:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
+                self._waiting += 1
+                try:
                     self._cv.wait(left)
+                finally:
+                    self._waiting -= 1
         return True
 
     def sync_dir_extra(self) -> None:
@@ -391,9 +453,20 @@ class WalWriter:
         with self._cv:
             if self.fenced is None:
                 self.fenced = err
+            self._open_next_gate_locked()
             self._cv.notify_all()
         if self._on_fence is not None:
             self._on_fence(err)
+
+    def _open_next_gate_locked(self) -> None:
+        """REQUIRES: ``_cv`` held and ``fenced`` set. Release the waiters of
+        the next sync, which will never run: the committer that was to lead
+        it raises instead of leading (the running sync's leader releases its
+        own gate whatever happens)."""
+        gate = self._next_gate
+        if gate is not None:
+            self._next_gate = None
+            gate.release()
 
     def _check_fence(self) -> None:
         if self.fenced is not None:
