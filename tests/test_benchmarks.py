@@ -348,3 +348,29 @@ def test_a_read_that_misses_written_keys_is_reported(tmp_path):
     assert read["extra"]["expected_found"] == 500
     assert read["extra"]["found"] < 500
     assert any("lossy readrandom: found" in n and "expected 500" in n for n in notes), notes
+
+
+def test_targets_verdicts_from_ratios_within_one_run():
+    """benchmarks/targets.py: a verdict follows the ratio; a missing peer is
+    'not measured', never 'met'."""
+    from benchmarks.targets import evaluate
+
+    def rec(engine, workload, rate, rss=None, **extra):
+        return {"engine": engine, "workload": workload, "ops": 1, "ops_per_sec": rate,
+                "rss_peak_mb": rss, "extra": extra}
+
+    doc = {"results": [
+        rec("disk", "limits.append_fdatasync", 1000.0),
+        rec("lsm", "fillsync", 960.0), rec("rocksdict", "fillsync", 900.0),
+        rec("plyvel", "fillsync", 950.0), rec("sqlite3", "fillsync", 500.0),
+        rec("lsm", "fillrandom", 99.0, rss=120.0), rec("rocksdict", "fillrandom", 100.0, rss=100.0),
+        rec("lsm", "readseq", 1_000_001.0),
+    ]}
+    checks = {c.target.split(".")[0]: c for c in evaluate(doc)}
+    assert checks["1"].met is True
+    assert checks["3"].met is False  # 0.99x rocksdict
+    assert checks["6"].met is True
+    assert checks["9"].met is True  # exactly 1.2x
+    assert checks["2"].met is None and checks["4"].met is None  # peers or workloads missing
+    doc["results"][1]["ops_per_sec"] = 940.0  # 0.94x the raw rate
+    assert {c.target.split(".")[0]: c for c in evaluate(doc)}["1"].met is False
