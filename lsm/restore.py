@@ -490,8 +490,10 @@ def _plan(log: _Log, source: str, flushed: int, to_seq: int | None, to_us: int |
         raise RestoreGapError(
             f"cannot restore to {what} from {source}: {base}; the log resumes at {resumes} "
             f"(sequence numbers {point + 1}..{resumes - 1} are missing: pruned from the archive, or a "
-            "directory is missing from wal_dirs; raise wal_retention_segments / wal_retention_seconds "
-            "or restore from a newer checkpoint)" + _damage_hint(log),
+            "directory is missing from wal_dirs (raise wal_retention_segments / wal_retention_seconds), "
+            "or taken by an ingest (ingest / ingest_files add tables without log records, so the log "
+            "cannot replay across one); restore from a checkpoint taken after the gap, or to a point "
+            f"before {point + 1})" + _damage_hint(log),
             point + 1,
             resumes,
         )

@@ -435,3 +435,26 @@ def test_range_deletions_are_restored(tmp_path):
                           options=lsm.Options(memtable_size=2048))
         assert res.seq == seq
         assert restored(tmp_path / f"r{n}")[0] == want, f"restore to {seq}"
+
+
+def test_a_restore_across_an_ingest_names_the_ingest(tmp_path, clock):
+    """An ingest takes a sequence number without a log record: the log
+    cannot replay across it, and the error says so (not only "pruned")."""
+    h = History(tmp_path / "db", clock, seeded())
+    h.run(50)
+    ck, info = h.checkpoint("ck")
+    h.run(20)
+    before = h.db.last_seq
+    ingested = h.db.ingest([(b"ingested-%03d" % i, b"v") for i in range(10)])
+    assert ingested > before
+    h.db.put(b"after", b"x")
+    after = h.db.last_seq
+    h.db.close()
+    with pytest.raises(lsm.RestoreGapError) as ei:
+        lsm.restore(ck, tmp_path / "r", to_seq=after, wal_dirs=[tmp_path / "db"])
+    msg = str(ei.value)
+    assert "ingest" in msg and f"before {before + 1}" in msg, msg
+    assert ei.value.missing == before + 1
+    # up to the commit before the ingest is fine
+    res = lsm.restore(ck, tmp_path / "r2", to_seq=before, wal_dirs=[tmp_path / "db"])
+    assert res.seq == before
