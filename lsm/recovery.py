@@ -268,10 +268,8 @@ def _remove_garbage(fs: Any, path: str, wal_dir: str, vs: VersionSet) -> None:
         num = filenames.parse_sst(name)
         if name.endswith(".tmp") or (num is not None and num not in live):
             fs.remove(filenames.join(path, name))
-    for name in vs.obsolete_manifests():
-        p = filenames.join(path, name)
-        if fs.exists(p):
-            fs.remove(p)
+    for name in vs.obsolete_manifests():  # listed from the directory, which the lock keeps to us
+        fs.remove(filenames.join(path, name))
     fs.sync_dir(path)
     if wal_dir != path:
         fs.sync_dir(wal_dir)

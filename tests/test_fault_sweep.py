@@ -345,14 +345,18 @@ class Stats:
     violations: list[str] = field(default_factory=list)
 
 
-def run_one(w: Workload, n: int, err: int, persistent: bool, stats: Stats) -> bool:
-    """One run; returns whether the fault fired."""
-    fs = CrashFS(trace=True)
+def run_one(w: Workload, n: int, err: int, persistent: bool, stats: Stats, *, kind: str = "any",
+            short: bool = False, fs: CrashFS | None = None) -> bool:
+    """One run; returns whether the fault fired. ``kind``/``short``: the
+    rule fails the Nth operation of that kind, a write first cut short
+    (tests/test_short_writes.py); ``fs``: a fresh CrashFS (or subclass)."""
+    fs = fs if fs is not None else CrashFS(trace=True)
     ledger = Ledger()
-    where = f"{w.name} N={n} {errno.errorcode[err]} {'persistent' if persistent else 'once'}"
+    where = (f"{w.name} {kind} N={n} {'short, then ' if short else ''}{errno.errorcode[err]} "
+             f"{'persistent' if persistent else 'once'}")
     w.db = None
     db = w.setup(fs, ledger)
-    rule = fs.fail("any", n, err, persistent=persistent)
+    rule = fs.fail(kind, n, err, persistent=persistent, short=short)
     typed: BaseException | None = None
     opened_failed = closed_err = False
     try:

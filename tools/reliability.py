@@ -7,12 +7,13 @@ WAL, manifest, recovery and filesystem modules when the ``coverage`` package
 is installed: it is in the ``test`` extra), collects the counts each family
 appends to ``LSM_RELIABILITY_LOG`` (tests/reliability_log.py), and prints
 and writes a summary: crash states checked per workload, operation indices
-covered, faults injected, kill cycles, fuzz executions, corruption cases,
-and violations (every failing test counts; the run exits non-zero).
+covered, faults injected (EIO/ENOSPC sweep, short writes, fsync failures),
+kill cycles, fuzz executions, corruption cases, and violations (every
+failing test counts; the run exits non-zero).
 
 Sizes: ``--scale K`` multiplies every family's default size (crash rounds,
-kill cycles, fault sweep, metamorphic and fuzz examples, strace depth);
-``--scale 1`` is what CI runs.
+kill cycles, fault sweep and short writes, metamorphic and fuzz examples,
+strace depth); ``--scale 1`` is what CI runs.
 
     python tools/reliability.py                 # CI size, writes RELIABILITY.md
     python tools/reliability.py --scale 20      # an hour or more
@@ -38,6 +39,7 @@ FILES = [
     "test_power_cut.py",
     "test_trace_order.py",
     "test_fault_sweep.py",
+    "test_short_writes.py",
     "test_fsync_failure.py",
     "test_fencing.py",
     "test_crash_kill.py",
@@ -51,6 +53,9 @@ FILES = [
     "test_wal_format.py",
     "test_manifest.py",
     "test_crashfs.py",
+    "test_fs.py",
+    "test_version_set_edges.py",
+    "test_recovery_edges.py",
     "test_db.py",
     "test_durability_api.py",
     "test_wal_retention.py",

@@ -33,10 +33,14 @@ raises EIO, as a dead disk would (so no later commit can be acknowledged).
 matching a kind, a path pattern or a call site (mid-flush: ``site="flush"``).
 :meth:`fail` adds a rule that fails the nth operation of a kind (optionally
 matching a path pattern and an :func:`~lsm.base.fs.io_site`), once or
-persistently. ``trace`` (when enabled) records ``(index, kind, path, site)``;
-``trace_hook`` (when set) also sees what each operation carries (the
-destination of a rename, the bytes of a write, ...), and each rule's
-``fired_at`` lists the operation indices it failed.
+persistently; for a write the failure can be a short write (``short=True``:
+only a prefix is written and the short count returned, as ``os.write``
+may; the fs layer's write loop then writes the rest, or meets the next
+failure). Each ``os.write`` the fs layer makes is one "write" operation, so
+the rest of a short write is the next one. ``trace`` (when enabled) records
+``(index, kind, path, site)``; ``trace_hook`` (when set) also sees what each
+operation carries (the destination of a rename, the bytes of a write, ...),
+and each rule's ``fired_at`` lists the operation indices it failed.
 
 Thread-safety: one lock (``_mu``) guards the whole tree, the descriptor
 table and the counters; each operation is atomic with respect to the others
@@ -110,6 +114,15 @@ class Fault:
     """For kind "sync": the matching sync returns success but keeps nothing
     durable, and the NEXT sync of that file raises (a write-back error the
     kernel reports late, on a later fsync)."""
+    short: bool = False
+    """For kind "write": the first time the rule fires, the write writes
+    only a prefix of its bytes (``keep`` of them, default half) and returns
+    that count instead of raising; when ``persistent``, every later firing
+    raises ``err`` (a disk that fills in the middle of a write: a short
+    write, then ENOSPC). A write of fewer than 2 bytes cannot be short: it
+    is written whole (the rule still counts it as fired)."""
+    keep: int | None = None
+    """Bytes a short write keeps, clamped to 1 .. len - 1 (None: half)."""
     hits: int = 0
     fired: int = 0
     fired_at: list[int] = field(default_factory=list)
@@ -161,7 +174,9 @@ class CrashFS(FileSystem):
         # every mutating operation, before its crash or fault check (so also
         # for one that then fails; see Fault.fired_at). ``info``: the
         # destination of a rename, the source of a link, the bytes of a write
-        # (the caller's buffer: copy it to keep it), the size of a truncate,
+        # (the caller's buffer: copy it to keep it; for a write cut short by a
+        # rule, only a prefix of it was written: see Fault.fired_at, and the
+        # rest is the next write), the size of a truncate,
         # the length of a preallocate; else None. ``path`` is as in ``trace``
         # (a rename's source, a link's destination).
         self.trace_hook = None
@@ -199,9 +214,10 @@ class CrashFS(FileSystem):
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         return node
 
-    def _op(self, kind: str, path: str, info: object = None) -> None:
+    def _op(self, kind: str, path: str, info: object = None) -> Fault | None:
         """Account one mutating operation; REQUIRES _mu. Raises for a dead
-        disk, the crash point or a matching fault rule."""
+        disk, the crash point or a matching fault rule; returns a firing
+        rule that does not raise (late, short) for the caller to apply."""
         self.ops += 1
         self.counts[kind] = self.counts.get(kind, 0) + 1
         site = current_site()
@@ -228,14 +244,13 @@ class CrashFS(FileSystem):
                 if f.hits == f.nth or (f.persistent and f.hits > f.nth):
                     f.fired += 1
                     f.fired_at.append(self.ops)
-                    if f.late:
-                        self._late_pending = f
-                        return
+                    if f.late or (f.short and f.fired == 1):
+                        return f  # the caller carries it out
                     raise OSError(f.err, f"injected fault in {kind} (match {f.hits})", path)
+        return None
 
     _crash_rng: random.Random | None = None
     _crash_mode = "random"
-    _late_pending: Fault | None = None
 
     def arm_crash(self, nth: int, *, kind: str = "any", site: str | None = None, path: str | None = None,
                   rng: random.Random | None = None, mode: str = "random") -> None:
@@ -251,14 +266,19 @@ class CrashFS(FileSystem):
             self.crash_index = None
 
     def fail(self, kind: str, nth: int = 1, err: int = errno.EIO, *, path: str | None = None,
-             site: str | None = None, persistent: bool = False, late: bool = False) -> Fault:
+             site: str | None = None, persistent: bool = False, late: bool = False, short: bool = False,
+             keep: int | None = None) -> Fault:
         """Add a fault rule (see :class:`Fault`); ``kind`` is one of the
         mutating operation kinds or ``"any"``."""
         if kind != "any" and kind not in _MUTATING:
             raise ValueError(f"unknown operation kind {kind!r}")
         if late and kind != "sync":
             raise ValueError("a late fault applies to kind 'sync' only")
-        rule = Fault(kind, nth, err, path, site, persistent, late)
+        if short and kind != "write":
+            raise ValueError("a short fault applies to kind 'write' only")
+        if keep is not None and (not short or keep < 1):
+            raise ValueError("keep is the (positive) byte count of a short write")
+        rule = Fault(kind, nth, err, path, site, persistent, late, short, keep)
         with self._mu:
             self.faults.append(rule)
         return rule
@@ -305,27 +325,38 @@ class CrashFS(FileSystem):
             raise OSError(errno.EBADF, "bad file descriptor", path)
         return node
 
-    def _write(self, f: WritableFile, data: bytes | bytearray | memoryview) -> None:
+    def _write_some(self, f: WritableFile, data: bytes | bytearray | memoryview) -> int:
         with self._mu:
-            self._op("write", f.path, data)
+            short = self._op("write", f.path, data)
             node = self._node_of(f.fd, f.path)
-            node.data += data
-            f.size += len(data)
+            n = len(data)
+            if short is not None and n >= 2:
+                n = min(max(short.keep or n // 2, 1), n - 1)
+                data = memoryview(data)[:n]
+            pos = f.size
+            end = len(node.data)
+            if pos == end:
+                node.data += data
+            else:  # at the descriptor's position, as os.write: over preallocated zeros, or past a hole
+                if pos > end:
+                    node.data += bytes(pos - end)
+                node.data[pos:pos + n] = data
+                if pos < len(node.durable):
+                    node.tail_only = False
+            return n
 
     def _sync(self, f: WritableFile, data_only: bool) -> None:
         with self._mu:
-            self._late_pending = None
-            self._op("sync", f.path)
+            pending = self._op("sync", f.path)
             node = self._node_of(f.fd, f.path)
             late = node.late_error
             if late is not None:
                 node.late_error = None
                 raise OSError(late.err, "injected write-back error, reported late", f.path)
-            if self._late_pending is not None:
+            if pending is not None:
                 # Pretend success: nothing becomes durable, and the data
                 # written so far is what a power cut drops.
-                node.late_error = self._late_pending
-                self._late_pending = None
+                node.late_error = pending
                 return
             if node.tail_only and len(node.data) >= len(node.durable):
                 node.durable += node.data[len(node.durable):]

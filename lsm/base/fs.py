@@ -57,8 +57,27 @@ def current_site() -> str:
 
 
 class WritableFile:
-    """A file opened for appending. ``write`` writes the whole buffer (looping
-    over short writes) at the end of the file and advances ``size``."""
+    """A file opened for appending.
+
+    The write contract. ``write(data)`` either writes all of ``data`` at
+    the end of the file and returns, or raises ``OSError``. A short write
+    (``os.write`` returning fewer bytes than asked, as it may when the disk
+    is nearly full, under ``RLIMIT_FSIZE`` or on some network and FUSE
+    filesystems) is not an error: the rest is written at once, at the
+    offset where the short write stopped, so a short write followed by
+    success leaves the file byte-identical to one full write. Only an
+    ``os.write`` that raises (ENOSPC, EIO, ...) or writes nothing is an
+    error. ``size`` counts the bytes actually in the file, also when
+    ``write`` raises after a short write: then the file ends with a prefix
+    of ``data`` and is failed; the caller must not append to it as if the
+    write had not happened (the WAL and the manifest fence, a table or run
+    being built is abandoned, the LOG reopens at the real end).
+
+    Why loop rather than fail on a short write: each caller writes whole
+    records, so a failure after a prefix must be handled anyway (the
+    callers above do); looping keeps the one case that is not a failure
+    from fencing a healthy database.
+    """
 
     __slots__ = ("fd", "fs", "path", "size")
 
@@ -240,17 +259,24 @@ class FileSystem:
 
     # ---- hooks (override in fault-injecting / crash-simulating subclasses) --
     def _write(self, f: WritableFile, data: bytes | bytearray | memoryview) -> None:
-        fd = f.fd
-        n = os.write(fd, data)
+        """The write contract of :class:`WritableFile`, over ``_write_some``
+        (subclasses inject faults there, so this loop is what they test)."""
+        n = self._write_some(f, data)
+        f.size += n
         total = len(data)
-        if n != total:
+        if n != total:  # a short write: write the rest
             mv = memoryview(data)
             while n < total:
-                w = os.write(fd, mv[n:])
-                if w <= 0:
-                    raise OSError(errno.EIO, "write returned 0", f.path)
+                w = self._write_some(f, mv[n:])
+                if w <= 0:  # no progress: an error, not a reason to spin
+                    raise OSError(errno.EIO, f"write wrote nothing ({n} of {total} bytes written)", f.path)
+                f.size += w
                 n += w
-        f.size += total
+
+    def _write_some(self, f: WritableFile, data: bytes | bytearray | memoryview) -> int:
+        """One ``os.write`` at the end of ``f``: the number of bytes written
+        (maybe fewer than ``len(data)``), or ``OSError``."""
+        return os.write(f.fd, data)
 
     def _sync(self, f: WritableFile, data_only: bool) -> None:
         self._sync_fd(f.path, f.fd, data_only)
