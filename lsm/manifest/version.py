@@ -65,7 +65,7 @@ class Version:
     this order); ``levels[1..]`` are sorted by ``smallest`` and
     non-overlapping. See the module docstring for every invariant."""
 
-    __slots__ = ("_bytes", "_largest", "levels")
+    __slots__ = ("_bytes", "_largest", "levels", "read_plan")
 
     levels: tuple[tuple[FileMeta, ...], ...]
 
@@ -79,6 +79,19 @@ class Version:
         # Per level: the largest keys in level order (bisect for levels >= 1).
         self._largest = tuple([f.largest for f in level] for level in self.levels)
         self._bytes = tuple(sum(f.file_size for f in level) for level in self.levels)
+        self.read_plan = (
+            tuple((f.smallest, f.largest, f.number) for f in self.levels[0]),
+            tuple(
+                (self._largest[i], [f.smallest for f in level], [f.number for f in level])
+                for i, level in enumerate(self.levels)
+                if i and level
+            ),
+        )
+        """What a point lookup walks, without a call per level (``DB._get``):
+        ``(l0, deeper)``; ``l0``: ``(smallest, largest, number)`` per
+        level-0 file in read order; ``deeper``: per non-empty level >= 1,
+        ``(largests, smallests, numbers)`` in key order (bisect
+        ``largests``)."""
 
     @classmethod
     def empty(cls, num_levels: int) -> Version:
@@ -189,6 +202,11 @@ class Version:
                 raise AssertionError(f"level {level}: stale bisect index")
             if self._bytes[level] != sum(f.file_size for f in files):
                 raise AssertionError(f"level {level}: stale byte count")
+        l0, deeper = self.read_plan
+        if l0 != tuple((f.smallest, f.largest, f.number) for f in self.levels[0]) or [
+            (s, n) for _l, s, n in deeper
+        ] != [([f.smallest for f in lv], [f.number for f in lv]) for lv in self.levels[1:] if lv]:
+            raise AssertionError("stale read plan")
 
     # ------------------------------------------------------------ misc
     def __eq__(self, other: object) -> bool:

@@ -175,6 +175,116 @@ def decode_block(p: bytes, check_offsets: bool = False) -> tuple[list[bytes], li
     return items[:n], t.tolist(), items[n:]
 
 
+class BlockView:
+    """A block payload read lazily: only the offsets and trailers arrays are
+    decoded (two ``frombytes``); keys and values are cut from the payload
+    when asked for. A point lookup bisects the keys through the offsets
+    (about log2(n) slices) instead of cutting all 2n items: on a 4 KiB block
+    of 31 entries, 1.5 us against 33 us for :func:`decode_block` plus 11 us
+    to build the entry tuples (M8 in docs/format/sstable.md). Scans cut a
+    run of entries with two list comprehensions.
+
+    Checks as :func:`decode_block` (raises ValueError). Immutable; any
+    thread may use it."""
+
+    __slots__ = ("n", "o", "p", "t")
+
+    def __init__(self, p: bytes, check_offsets: bool = False) -> None:
+        size = len(p)
+        if size < 8:
+            raise ValueError(f"block payload of {size} bytes is too short")
+        n = U32.unpack_from(p)[0]
+        base = 16 * n + 8
+        if base > size:
+            raise ValueError(f"block of {size} bytes cannot hold {n} entries")
+        o = array("I")
+        o.frombytes(p[4 : 8 * n + 8])
+        t = array("Q")
+        t.frombytes(p[8 * n + 8 : base])
+        if not _LITTLE:
+            o.byteswap()
+            t.byteswap()
+        if o[0] != base or o[-1] != size:
+            raise ValueError("block offsets do not span its data area")
+        if check_offsets:
+            ol = o.tolist()
+            if ol != sorted(ol):
+                raise ValueError("block offsets decrease")
+        self.p = p
+        self.o = o
+        self.t = t
+        self.n = n
+        """Entry count."""
+
+    def __len__(self) -> int:
+        return self.n
+
+    def key(self, i: int) -> bytes:
+        o = self.o
+        return self.p[o[i] : o[i + 1]]
+
+    def seek(self, key: bytes, lo: int = 0, hi: int | None = None) -> int:
+        """The index of the first entry of ``[lo, hi)`` whose key is >=
+        ``key`` (``bisect_left`` over the keys), ``hi`` when none."""
+        p = self.p
+        o = self.o
+        if hi is None:
+            hi = self.n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if p[o[mid] : o[mid + 1]] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def find(self, key: bytes, target: int) -> tuple[bytes, int, bytes] | None:
+        """The first entry ``(key, trailer, value)`` of ``key`` with trailer
+        <= ``target`` (versions are newest first), or None."""
+        p = self.p
+        o = self.o
+        n = self.n
+        lo = 0
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if p[o[mid] : o[mid + 1]] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        t = self.t
+        lk = len(key)
+        while lo < n:
+            a = o[lo]
+            if o[lo + 1] - a != lk or not p.startswith(key, a):
+                return None
+            tr = t[lo]
+            if tr <= target:
+                return key, tr, p[o[n + lo] : o[n + lo + 1]]
+            lo += 1
+        return None
+
+    def columns(self, lo: int = 0, hi: int | None = None) -> tuple[list[bytes], array[int], list[bytes]]:
+        """``(keys, trailers, values)`` of entries ``[lo, hi)``."""
+        p = self.p
+        o = self.o
+        n = self.n
+        if hi is None:
+            hi = n
+        ko = o[lo : hi + 1]
+        vo = o[n + lo : n + hi + 1]
+        return (
+            [p[a:b] for a, b in pairwise(ko)],
+            self.t[lo:hi],
+            [p[a:b] for a, b in pairwise(vo)],
+        )
+
+    def entries(self, lo: int = 0, hi: int | None = None) -> list[tuple[bytes, int, bytes]]:
+        """The entries ``[lo, hi)`` as ``(key, trailer, value)`` tuples."""
+        k, t, v = self.columns(lo, hi)
+        return list(zip(k, t, v))
+
+
 # ---------------------------------------------------------------- framing
 def frame_block(payload: bytes, compression: int, level: int = 1) -> tuple[bytes, bytes]:
     """``(stored, trailer)``: what the writer appends for ``payload``. The

@@ -14,13 +14,14 @@ block offset. Corrupt data is never returned as valid (with
 ``verify_checksums=False`` a damaged data block is caught only when its
 layout is inconsistent).
 
-A decoded data block is ``(keys, entries)``: the user keys (for ``bisect``)
-and the ``(key, trailer, value)`` tuples that iteration yields as they are,
-cached in the :class:`~lsm.sstable.cache.BlockCache` under ``(file_number,
-block_offset)`` and never mutated. Building the tuples once per decode and
-``yield from`` a list slice runs at 49 ns/entry against 98 for ``yield
-from zip(keys, trailers, values)`` and 93 for indexing (M4 in
-docs/format/sstable.md).
+A data block is held as a :class:`~lsm.sstable.block.BlockView`: the
+checked payload with its offsets and trailers arrays, nothing cut. A point
+lookup bisects the keys through the offsets (no per-entry work, M8 in
+docs/format/sstable.md); iteration cuts the entries of a block in bulk as
+it reaches it. Views are cached in the
+:class:`~lsm.sstable.cache.BlockCache` under ``(file_number,
+block_offset)``, charged their payload bytes plus the arrays, and never
+mutated.
 
 Thread-safety: a reader is shared by all threads after ``open`` (its index
 and filter are immutable, ``pread`` has no file position, the cache has its
@@ -31,6 +32,7 @@ thread, approximate under concurrency. ``close`` must not race with reads.
 from __future__ import annotations
 
 import struct
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Final
@@ -45,24 +47,27 @@ from lsm.sstable.block import (
     FORMAT_VERSION_1,
     HANDLE,
     MAX_TRAILER,
+    BlockView,
     decode_block,
     decode_footer_version,
     decode_properties,
     decode_range_dels_props,
     unframe_block,
 )
-from lsm.sstable.bloom import BloomFilter
+from lsm.sstable.bloom import BloomFilter, key_hashes
 from lsm.sstable.cache import BlockCache
 
 __all__ = ["TableReader"]
 
 Entry = tuple[bytes, int, bytes]
-Block = tuple[list[bytes], list[Entry]]
 
-_ENTRY_CHARGE: Final = 170
-"""Approximate memory of one decoded entry besides its key and value bytes:
-two bytes-object headers (33 each), one int (32), a 3-tuple (64), two list
-slots (16), rounded up."""
+_ENTRY_CHARGE: Final = 12
+"""Memory of one entry of a cached :class:`BlockView` besides its payload
+bytes: two u32 offsets and one u64 trailer in the arrays."""
+_BLOCK_CHARGE: Final = 300
+"""Memory of one cached view besides its arrays' items and payload: the view
+(72), the payload bytes object's header (33), two array objects (2 x 80),
+the cache's key tuple and OrderedDict slot, rounded up."""
 
 
 class TableReader:
@@ -160,6 +165,7 @@ class TableReader:
         self._ikeys = ikeys
         self._itrailers = itrailers
         self._boffs = [h[0] for h in handles]
+        self._ckeys = [(self.file_number, h[0]) for h in handles]  # block cache keys
         self._bsizes = [h[1] + t for h in handles]  # bytes to read: stored + trailer
 
         self._bloom: BloomFilter | None = None
@@ -255,24 +261,25 @@ class TableReader:
             raise self._corrupt("index and properties disagree on the largest key", index_off)
 
     # ------------------------------------------------------------ blocks
-    def _block(self, i: int, fill_cache: bool = True) -> Block:
-        """Decoded data block ``i``, through the cache."""
+    def _block(self, i: int, fill_cache: bool = True) -> BlockView:
+        """Data block ``i``, through the cache."""
         off = self._boffs[i]
         cache = self._cache
         if cache is not None:
-            ck = (self.file_number, off)
+            ck = self._ckeys[i]
             b = cache.get(ck)
             if b is not None:
                 return b  # type: ignore[return-value]
-            b, size = self._load_block(off, self._bsizes[i], self._verify)
+            b = self._load_block(off, self._bsizes[i], self._verify)
             if fill_cache:
-                cache.put(ck, b, size + _ENTRY_CHARGE * len(b[0]))
+                cache.put(ck, b, len(b.p) + _BLOCK_CHARGE + _ENTRY_CHARGE * b.n)
             return b
-        return self._load_block(off, self._bsizes[i], self._verify)[0]
+        return self._load_block(off, self._bsizes[i], self._verify)
 
-    def _load_block(self, off: int, n: int, verify: bool) -> tuple[Block, int]:
+    def _load_block(self, off: int, n: int, verify: bool) -> BlockView:
         """Read, check and decode the block at ``off`` (``n`` bytes with its
-        trailer); the block and its payload size. ``verify``: check the crc."""
+        trailer). ``verify``: check the crc (without it, the offsets are
+        checked to never decrease)."""
         f = self._file
         if f.fd < 0:
             raise ClosedError(f"sstable {self.path} is closed")
@@ -280,13 +287,12 @@ class TableReader:
         if len(data) != n:
             raise self._corrupt(f"data block truncated ({len(data)} of {n} bytes)", off)
         try:
-            payload = unframe_block(data, verify)
-            keys, trailers, values = decode_block(payload, not verify)
+            b = BlockView(unframe_block(data, verify), not verify)
         except ValueError as e:
             raise self._corrupt(f"data block: {e}", off) from None
-        if not keys:
+        if not b.n:
             raise self._corrupt("empty data block", off)
-        return (keys, list(zip(keys, trailers, values))), len(payload)
+        return b
 
     # ------------------------------------------------------------ lookups
     def may_contain(self, key: bytes) -> bool:
@@ -308,16 +314,25 @@ class TableReader:
         seq: a range tombstone elsewhere may be newer). Reads at most one
         data block: the index's last trailers skip blocks whose versions of
         ``key`` are all newer than the snapshot."""
+        h1, h2 = key_hashes(key)
+        return self.lookup(key, (snapshot_seq << 8) | 0xFF, h1, h2)
+
+    def lookup(self, key: bytes, target: int, h1: int, h2: int) -> Entry | None:
+        """:meth:`get_entry` for the DB's point lookups: ``target`` is
+        ``snapshot_seq << 8 | 0xFF``, ``(h1, h2)`` the key's
+        :func:`~lsm.sstable.bloom.key_hashes` (computed once per get for
+        every table probed). A cached block is taken from the cache's map
+        here rather than through :meth:`_block` (two calls fewer per get,
+        readrandom in docs/benchmarks.md)."""
         bloom = self._bloom
         if bloom is not None:
             self.bloom_checked += 1
-            if not bloom.may_contain(key):
+            if not bloom.may_contain_hashed(h1, h2):
                 self.bloom_useful += 1
                 return None
         ikeys = self._ikeys
         nb = len(ikeys)
         i = bisect_left(ikeys, key)
-        target = (snapshot_seq << 8) | 0xFF
         if i < nb and ikeys[i] == key:
             itr = self._itrailers
             while i < nb and ikeys[i] == key and itr[i] > target:
@@ -326,15 +341,20 @@ class TableReader:
             return None
         # Block i's last entry is at or after (key, target) in internal
         # order, block i-1's is before it: the version sought is in block i.
-        keys, entries = self._block(i)
-        j = bisect_left(keys, key)
-        n = len(keys)
-        while j < n and keys[j] == key:
-            e = entries[j]
-            if e[1] <= target:
-                return e
-            j += 1
-        return None
+        cache = self._cache
+        if cache is not None:
+            # BlockCache.get, inlined (same lock-free protocol).
+            ck = self._ckeys[i]
+            m = cache._map
+            e = m.get(ck)
+            if e is not None:
+                try:
+                    m.move_to_end(ck)
+                except KeyError:  # evicted meanwhile by another thread
+                    pass
+                cache.hits += 1
+                return e[0].find(key, target)  # type: ignore[attr-defined, no-any-return]
+        return self._block(i).find(key, target)
 
     def iter_entries(
         self,
@@ -355,27 +375,78 @@ class TableReader:
             return self._iter_reverse(start, stop, fill_cache)
         return self._iter_forward(start, stop, fill_cache)
 
+    def iter_columns(
+        self, start: bytes | None = None, stop: bytes | None = None, *, fill_cache: bool = True
+    ) -> Iterator[tuple[list[bytes], array[int], list[bytes]]]:
+        """The entries of :meth:`iter_entries` (forward) as non-empty
+        ``(keys, trailers, values)`` columns: the bulk form for merging
+        scans. The first chunks are a block each (the first from ``start``:
+        a seek reads little); later ones join whole blocks up to about 512
+        entries, so a merging scan's per-chunk work is spread over many
+        entries."""
+        if start is not None and stop is not None and stop <= start:
+            return
+        ikeys = self._ikeys
+        nb = len(ikeys)
+        block = self._block
+        i = 0 if start is None else bisect_left(ikeys, start)
+        want = nchunks = 0
+        while i < nb:
+            b = block(i, fill_cache)
+            lo = 0 if start is None else b.seek(start)
+            start = None
+            # last: this block reaches stop (holds the scan's last entries)
+            last = stop is not None and ikeys[i] >= stop
+            keys, trailers, values = b.columns(lo, b.seek(stop, lo) if stop is not None and last else None)
+            i += 1
+            while len(keys) < want and i < nb and not last:
+                b = block(i, fill_cache)
+                last = stop is not None and ikeys[i] >= stop
+                k, t, v = b.columns(0, b.seek(stop) if stop is not None and last else None)
+                keys += k
+                trailers += t
+                values += v
+                i += 1
+            if keys:
+                yield keys, trailers, values
+            if last:
+                return
+            # One block per chunk for the first three (a seek's refills read
+            # no more than a heap merge would), then doubling to 512 entries.
+            nchunks += 1
+            want = 0 if nchunks < 3 else min(512, 32 << (nchunks - 3))
+
     def _iter_forward(self, start: bytes | None, stop: bytes | None, fill: bool) -> Iterator[Entry]:
         ikeys = self._ikeys
         nb = len(ikeys)
         block = self._block
         i = 0 if start is None else bisect_left(ikeys, start)
         if i < nb and start is not None:
-            # The first block may begin before start.
-            keys, entries = block(i, fill)
-            lo = bisect_left(keys, start)
+            # The first block may begin before start: its entries one by
+            # one (a seek reads only a few of them).
+            b = block(i, fill)
+            j = b.seek(start)
+            hi = b.n
             if stop is not None and ikeys[i] >= stop:
-                yield from entries[lo : bisect_left(keys, stop)]
+                hi = b.seek(stop, j)
+            p = b.p
+            o = b.o
+            t = b.t
+            n = b.n
+            while j < hi:
+                yield p[o[j] : o[j + 1]], t[j], p[o[n + j] : o[n + j + 1]]
+                j += 1
+            if hi < b.n:
                 return
-            yield from entries[lo:] if lo else entries
             i += 1
-        # Whole blocks: the cached tuples as they are (M4).
         while i < nb:
-            keys, entries = block(i, fill)
+            b = block(i, fill)
             if stop is not None and ikeys[i] >= stop:
-                yield from entries[: bisect_left(keys, stop)]
+                k, t, v = b.columns(0, b.seek(stop))
+                yield from zip(k, t, v)
                 return
-            yield from entries
+            k, t, v = b.columns()
+            yield from zip(k, t, v)
             i += 1
 
     def _iter_reverse(self, start: bytes | None, stop: bytes | None, fill: bool) -> Iterator[Entry]:
@@ -389,17 +460,17 @@ class TableReader:
             i = min(bisect_left(ikeys, stop), nb - 1)
         first = True
         while i >= 0:
-            keys, entries = block(i, fill)
-            hi = len(keys)
+            b = block(i, fill)
+            hi = b.n
             if first:
                 first = False
-                if stop is not None and keys[-1] >= stop:
-                    hi = bisect_left(keys, stop)
-            if start is not None and keys[0] < start:
+                if stop is not None and b.key(hi - 1) >= stop:
+                    hi = b.seek(stop)
+            if start is not None and b.key(0) < start:
                 # The last block to visit: earlier blocks end before start.
-                yield from reversed(entries[bisect_left(keys, start, 0, hi) : hi])
+                yield from reversed(b.entries(b.seek(start, 0, hi), hi))
                 return
-            yield from reversed(entries) if hi == len(keys) else reversed(entries[:hi])
+            yield from reversed(b.entries(0, hi))
             i -= 1
 
     # ------------------------------------------------------------ checks and life cycle
@@ -413,7 +484,9 @@ class TableReader:
         min_seq, max_seq = MAX_TRAILER, 0
         prev: tuple[bytes, int] | None = None
         for i, off in enumerate(self._boffs):
-            (keys, entries), _size = self._load_block(off, self._bsizes[i], True)
+            b = self._load_block(off, self._bsizes[i], True)
+            entries = b.entries()
+            keys = [e[0] for e in entries]
             if entries[-1][:2] != (self._ikeys[i], self._itrailers[i]):
                 raise self._corrupt("data block's last entry differs from its index entry", off)
             for k, t, v in entries:
