@@ -288,10 +288,17 @@ def run_flush(job: FlushJob, fs: FileSystem) -> JobResult:
         w = _new_writer(fs, job.dbdir, job.file_number, job.table)
         n_out = 0
         try:
-            add = w.add
-            for key, trailer, value in _surviving(entries, rd, job.snapshots, False):
-                add(key, trailer, value)
-                n_out += 1
+            # One version per key and no range tombstone: nothing to dedup,
+            # the columns go to the writer in bulk (lsm/memtable.py FrozenEntries).
+            cols = entries.columns() if rd is None and hasattr(entries, "columns") else None
+            if cols is not None:
+                w.add_columns(*cols)
+                n_out = len(cols[0])
+            else:
+                add = w.add
+                for key, trailer, value in _surviving(entries, rd, job.snapshots, False):
+                    add(key, trailer, value)
+                    n_out += 1
             if rd:
                 for start, stop, seq in dedup_range_dels(rd, job.snapshots, False):
                     w.add_range_del(start, stop, seq)

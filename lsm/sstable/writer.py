@@ -19,7 +19,11 @@ from __future__ import annotations
 import os
 import sys
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
+from itertools import accumulate, islice, repeat
+from operator import add as _add
+from operator import gt as _gt
 from typing import Final
 
 from lsm.base import compression as _compression
@@ -169,6 +173,49 @@ class TableWriter:
         add = self.add  # local alias: one attribute look-up for the whole loop
         for key, trailer, value in entries:
             add(key, trailer, value)
+
+    def add_columns(self, keys: list[bytes], trailers: list[int], values: list[bytes]) -> None:
+        """Append the entries ``zip(keys, trailers, values)``: the same table,
+        byte for byte, as ``add`` of each, with C-level work per entry and
+        Python work per block (a flush of a memtable whose keys have one
+        version each; docs/benchmarks.md, "Write path profile"). When the
+        keys are not strictly
+        ascending from the last key added (two versions of one key, or out
+        of order), falls back to ``add`` per entry, so the errors are
+        ``add``'s. REQUIRES: equal lengths; keys and values bytes."""
+        n = len(keys)
+        if n == 0:
+            return
+        if self._state != "open":
+            raise ValueError(f"table writer is {self._state}")
+        if not (keys[0] > self._last_key and all(map(_gt, islice(keys, 1, None), keys))):
+            self.add_many(zip(keys, trailers, values))
+            return
+        # c[i]: payload bytes of entries 0..i-1. From entry i, add() cuts the
+        # block after entries i..j-1 for the first j with
+        # pending + c[j] - c[i] >= block_size (bisect: c is increasing).
+        c = list(accumulate(map(_add, map(_add, map(len, keys), map(len, values)), repeat(_ENTRY_OVERHEAD)),
+                            initial=0))
+        bs = self._block_size
+        bkeys, btrailers, bvalues = self._keys, self._trailers, self._values
+        pending = self._pending
+        i = 0
+        while i < n:
+            j = bisect_left(c, bs - pending + c[i], i + 1)
+            j = min(j, n)
+            bkeys += keys[i:j]
+            btrailers += trailers[i:j]
+            bvalues += values[i:j]
+            pending += c[j] - c[i]
+            i = j
+            if pending >= bs:
+                self._pending = pending
+                self._flush_block()
+                pending = 8
+        self._pending = pending
+        self._num_keys += n
+        self._last_key = keys[-1]
+        self._last_trailer = trailers[-1]
 
     def add_range_del(self, start: bytes, stop: bytes, seq: int) -> None:
         """Add a range tombstone deleting ``[start, stop)`` for versions below
@@ -321,12 +368,29 @@ class TableWriter:
             raise
         self._state = "finished"
         self.add = self._refuse  # type: ignore[method-assign]
+        self._release()
         props.file_size = self._offset
         return props
+
+    def _release(self) -> None:
+        """Drop the big buffers. ``self.add = self._refuse`` makes the writer
+        a reference cycle, freed only by the cycle collector: without this,
+        a finished writer's bloom hashes and index (~70 bytes per entry)
+        would linger until the next collection."""
+        self._bloom = None
+        self._parts = []
+        self._ikeys = []
+        self._itrailers = []
+        self._ihandles = []
+        self._rdels = []
+        self._keys.clear()
+        self._trailers.clear()
+        self._values.clear()
 
     def _fail(self) -> None:
         self._state = "failed"
         self.add = self._refuse  # type: ignore[method-assign]
+        self._release()
 
     def _refuse(self, key: bytes, trailer: int, value: bytes) -> None:
         raise ValueError(f"table writer is {self._state}")
@@ -338,7 +402,7 @@ class TableWriter:
             return
         self._state = "abandoned"
         self.add = self._refuse  # type: ignore[method-assign]
-        self._parts = []
+        self._release()
         try:
             self._file.close()
         finally:
