@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=1000, help="keys per batch of fillbatch (default %(default)s)"
     )
     g.add_argument(
+        "--settle",
+        action="store_true",
+        help="after each write workload, wait (untimed) for lsm's flushes and compactions to finish and "
+        "report the settled SSTable write amplification (sst_write_amp_settled); later workloads then "
+        "start without compaction debt",
+    )
+    g.add_argument(
         "--sync",
         choices=SYNC_LEVELS,
         default="full",
@@ -332,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         limits_seconds=args.limits_seconds,
+        settle=args.settle,
     )
 
     own_root = args.db is None

@@ -136,6 +136,16 @@ class Adapter:
     def disk_bytes(self) -> int:
         return dir_bytes(self.path, self.wal_dir)
 
+    def background_busy(self) -> bool | None:
+        """Whether a compaction is running now, or None when the engine
+        does not say (benchmarks/bgsample.py)."""
+        return None
+
+    def background_pending(self) -> bool | None:
+        """Whether flushes or compactions are running or wanted, or None
+        when the engine does not say (``--settle``)."""
+        return None
+
     def durability(self, level: str) -> str:
         raise NotImplementedError
 
@@ -216,6 +226,16 @@ class LsmAdapter(Adapter):
         if isinstance(stats, dict) and isinstance(stats.get("disk_bytes"), int):
             return stats["disk_bytes"]
         return super().disk_bytes()
+
+    def background_busy(self):
+        n = self.db.stats().get("compactions_running")
+        return None if n is None else n > 0
+
+    def background_pending(self):
+        s = self.db.stats()
+        if "compaction_pending" not in s:
+            return None
+        return bool(s["compaction_pending"] or s.get("flushes_running") or s.get("immutable_memtables"))
 
     def durability(self, level):
         return f"lsm Sync.{level.upper()}"

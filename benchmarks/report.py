@@ -107,6 +107,7 @@ COLUMNS = [
     ("p99.9", 8, ">"),
     ("max", 9, ">"),
     ("wamp", 6, ">"),
+    ("sst wa", 6, ">"),
     ("samp", 6, ">"),
     ("stall s", 7, ">"),
     ("flush", 5, ">"),
@@ -154,6 +155,7 @@ def table(results: list[dict]) -> str:
                     _lat(lat["p999"]),
                     _lat(lat["max"]),
                     wamp,
+                    _num(x.get("sst_write_amp"), "{:.2f}"),
                     _num(x.get("space_amp"), "{:.2f}"),
                     _num(x.get("stall_seconds"), "{:.2f}"),
                     _num(x.get("flush_count")),
@@ -165,8 +167,43 @@ def table(results: list[dict]) -> str:
     lines.append("")
     lines.append("latency columns p50..max are microseconds; MB/s counts key+value bytes (1 MB = 2^20 B);")
     lines.append("wamp = bytes written to disk / user bytes; samp = disk bytes / live key+value bytes")
+    lines.append("sst wa = SSTable bytes written (flush + compaction) / user bytes, during the workload")
+    lines.extend(write_path_lines(results))
     lines.extend(sorted(footnotes))
     return "\n".join(lines)
+
+
+def write_path_lines(results: list[dict]) -> list[str]:
+    """One line per write workload with background figures: the writer's
+    rate while a compaction ran and while none did (benchmarks/bgsample.py),
+    its longest put, and the settled SSTable write amp (--settle)."""
+    out = []
+    for r in results:
+        x = r.get("extra", {})
+        parts = []
+        if x.get("writer_rate_compacting") is not None or x.get("writer_rate_not_compacting") is not None:
+            ratio = x.get("writer_rate_ratio")
+            parts.append(
+                f"writer {_num(x.get('writer_rate_compacting'))}/s compacting "
+                f"({_num(x.get('compacting_fraction'), '{:.0%}')} of the time), "
+                f"{_num(x.get('writer_rate_not_compacting'))}/s not: "
+                f"{_num(ratio, '{:.2f}')}"
+            )
+        wl = x.get("writer_latency_us")
+        if wl:
+            parts.append(f"writer {_num(x.get('writes_per_sec'))}/s, put p99 {_lat(wl['p99'])} us, max {_lat(wl['max'])} us")
+        elif parts:
+            parts.append(f"longest put {_lat(r['latency_us']['max'])} us")
+        if x.get("stall_max_seconds") is not None and parts:
+            parts.append(f"longest stall (engine, since open) {x['stall_max_seconds']:.3f} s")
+        if x.get("sst_write_amp_settled") is not None:
+            parts.append(f"sst wa settled {x['sst_write_amp_settled']:.2f} (waited {x.get('settle_seconds', 0):.1f} s)")
+        if parts:
+            out.append(f"{r['engine']} {r['workload']}: " + "; ".join(parts))
+    if out:
+        out.insert(0, "")
+        out.insert(1, "background (writer rate split by whether a compaction ran; longest put = longest write stall):")
+    return out
 
 
 def header_text(header: dict) -> str:

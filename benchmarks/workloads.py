@@ -20,9 +20,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 
 from benchmarks import data, loops
+from benchmarks.bgsample import BgSampler, split_rate
 from benchmarks.engines import Adapter, Unsupported
 from benchmarks.measure import (
     Progress,
@@ -41,10 +43,15 @@ FRESH = frozenset({"fillseq", "fillrandom", "fillbatch", "fillsync", "fillsync_t
 REOPEN = frozenset({"readrandom", "readmissing", "readseq", "readreverse", "seekrandom", "readwhilewriting"})
 NEEDS_DATA = REOPEN | {"overwrite", "deleterandom", "compact"}
 SYNCED = frozenset({"fillsync", "fillsync_threads"})
+SETTLE = frozenset({"fillseq", "fillrandom", "fillbatch", "overwrite", "deleterandom", "readwhilewriting"})
+"""Workloads after which ``--settle`` waits for lsm's background work."""
+SETTLE_TIMEOUT = 600.0
 LSM_COUNTERS = (
     "user_bytes_written",
     "wal_bytes_written",
     "sst_bytes_written",
+    "flush_bytes_written",
+    "compaction_bytes_written",
     "stall_seconds",
     "flush_count",
     "compaction_count",
@@ -67,6 +74,7 @@ class Config:
     seek_count: int = 10
     progress: bool = True
     limits_seconds: float = 10.0
+    settle: bool = False
 
     @property
     def entry_bytes(self) -> int:
@@ -141,12 +149,22 @@ class Runner:
         keys = self._keys(indices)
         rec, put, nextv = Recorder(n), self.db.putter(level), self._values()
         progress = self._progress(n, name)
+        sampler = self._sampler()
         start = time.perf_counter_ns()
         loops.put_range(put, keys, nextv, 0, n, rec, progress)
         stop = time.perf_counter_ns()
         progress.close()
         b = n * self.cfg.entry_bytes
-        return Outcome(n, start, stop, rec, [(0, n)], b, user_bytes=b)
+        extra = {}
+        if sampler is not None:
+            extra = split_rate(sampler.stop(), rec.ends) or {}
+        return Outcome(n, start, stop, rec, [(0, n)], b, user_bytes=b, extra=extra)
+
+    def _sampler(self) -> BgSampler | None:
+        """A started compaction sampler, for engines that report their
+        background work (benchmarks/bgsample.py)."""
+        busy = self.db.background_busy
+        return BgSampler(busy).start() if busy() is not None else None
 
     def fillseq(self, name):
         n = self.cfg.num
@@ -320,13 +338,23 @@ class Runner:
         found = [0] * t
         stop_writer = threading.Event()
         written = [0]
+        # The writer's own latencies and end times (array appends: ~0.1 us
+        # per put, small beside a put): its longest put is the longest
+        # write stall, its end times split its rate by compaction activity.
+        wlat, wends = array("q"), array("q")
 
         def writer():
             h = self.db.thread_handle()
             try:
                 put, nextv, stop_is_set, count = h.putter("off"), self._values(), stop_writer.is_set, 0
+                pc, lat_add, end_add = time.perf_counter_ns, wlat.append, wends.append
                 for k in itertools.cycle(wkeys):
-                    put(k, nextv())
+                    v = nextv()
+                    t0 = pc()
+                    put(k, v)
+                    t1 = pc()
+                    lat_add(t1 - t0)
+                    end_add(t1)
                     count += 1
                     if count % 64 == 0 and stop_is_set():
                         break
@@ -342,6 +370,7 @@ class Runner:
             finally:
                 self.db.release_handle(h)
 
+        sampler = self._sampler()
         wt = threading.Thread(target=writer, daemon=True)
         wt.start()
         try:
@@ -350,6 +379,8 @@ class Runner:
             stop_writer.set()
             wt.join()
         progress.close()
+        split = split_rate(sampler.stop(), wends) if sampler is not None else None
+        wsum = latency_summary(wlat)["latency_us"]
         total = sum(found)
         for i in range(min(written[0], len(windices))):
             self.state.present[windices[i]] = 1
@@ -369,6 +400,8 @@ class Runner:
                 "threads": t,
                 "writes_during": written[0],
                 "writes_per_sec": written[0] / max((stop - start) / 1e9, 1e-9),
+                "writer_latency_us": wsum,
+                **(split or {}),
             },
         )
 
@@ -441,6 +474,8 @@ class Runner:
             out = fn(name)
             rss_peak, rss_children = peak_rss_mb(rss_method)
             after = _snapshot(self.db)
+            if self.cfg.settle and name in SETTLE:
+                out.extra.update(self._settle(name, before, after))
         except Unsupported as exc:
             self.notes.append(f"{self.db.name} {name}: skipped, {exc}")
             return None
@@ -458,6 +493,30 @@ class Runner:
             },
             rss_peak,
         )
+
+    def _settle(self, name, before, after) -> dict:
+        """``--settle``: after the timed part and its figures, wait (untimed)
+        until the engine's background work is done, then count the SSTable
+        bytes the workload caused in all: its write amplification settled,
+        without compaction debt left for the next workload."""
+        pending = self.db.background_pending
+        if pending() is None:
+            return {}
+        t0 = time.perf_counter()
+        while pending() and time.perf_counter() - t0 < SETTLE_TIMEOUT:
+            time.sleep(0.1)
+        waited = time.perf_counter() - t0
+        if pending():
+            self.notes.append(f"{self.db.name} {name}: background work not done after {SETTLE_TIMEOUT:.0f} s")
+        settled = self.db.stats() or {}
+        b = before["stats"] or {}
+        user = (after["stats"] or {}).get("user_bytes_written", 0) - b.get("user_bytes_written", 0)
+        sst = settled.get("sst_bytes_written", 0) - b.get("sst_bytes_written", 0)
+        return {
+            "settle_seconds": waited,
+            "sst_write_amp_settled": sst / user if user else None,
+            "levels_settled": [lv.get("bytes") for lv in settled.get("levels", [])],
+        }
 
     def _record(self, name, out: Outcome, before, after, level, rss_extra, rss_peak) -> dict:
         cfg = self.cfg
@@ -523,6 +582,11 @@ def _lsm_figures(before: dict, after: dict) -> dict:
         out["write_amp"] = (wal + sst) / user
     else:
         out["write_amp"] = None
+    # Target 8 of issue 7: SSTable bytes (flush + compaction) per user byte,
+    # WAL excluded; background work still queued at the end is not in it
+    # (see ``sst_write_amp_settled`` with --settle).
+    out["sst_write_amp"] = sst / user if user and sst is not None else None
+    out["stall_max_seconds"] = after.get("stall_max_seconds")
     levels = after.get("levels")
     if isinstance(levels, list):
         out["levels"] = [

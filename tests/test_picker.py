@@ -79,9 +79,11 @@ def test_size_trigger_picks_highest_scoring_level() -> None:
     c = pick_compaction(v, OPTS)
     assert c is not None and (c.level, c.output_level, c.reason) == (2, 3, "level_size")
     assert c.score == 31000 / 10000
-    assert nums(c.inputs) == [3]  # the largest file first
-    assert nums(c.next_inputs) == [4]
+    assert nums(c.inputs) == [2]  # overlaps nothing in level 3: the least overlap per byte
+    assert c.next_inputs == [] and c.is_trivial_move
     assert c.is_bottommost  # nothing below level 3
+    c3 = pick_compaction(v, OPTS, busy={2})
+    assert c3 is not None and nums(c3.inputs) == [3] and nums(c3.next_inputs) == [4]
     # Once level 2's files are busy, the next level in score order (0) is picked.
     c0 = pick_compaction(v, OPTS, busy={2, 3})
     assert c0 is not None and c0.level == 0
@@ -98,17 +100,38 @@ def test_busy_files_skipped() -> None:
         (2, fm(10, b"b", b"b")),
         (2, fm(11, b"f", b"f")),
     )
-    assert nums(pick_compaction(v, OPTS).inputs) == [1]  # type: ignore[union-attr]
-    assert nums(pick_compaction(v, OPTS, busy={1}).inputs) == [2]  # type: ignore[union-attr]
-    # File 2 is free but its overlapping level-2 file is busy: skip to file 3.
-    c = pick_compaction(v, OPTS, busy={1, 11})
+    # Least overlap per byte first: 3 (none), 1 (100/1500), 2 (100/1000).
+    c = pick_compaction(v, OPTS)
     assert c is not None and nums(c.inputs) == [3] and c.next_inputs == []
     assert c.is_trivial_move
-    assert pick_compaction(v, OPTS, busy={1, 11, 3}) is None
+    assert nums(pick_compaction(v, OPTS, busy={3}).inputs) == [1]  # type: ignore[union-attr]
+    # File 1 is free but its overlapping level-2 file is busy: skip to file 2.
+    assert nums(pick_compaction(v, OPTS, busy={3, 10}).inputs) == [2]  # type: ignore[union-attr]
+    assert pick_compaction(v, OPTS, busy={3, 10, 11}) is None
     # Level 0 is skipped when any level-1 file it overlaps is busy.
     v0 = version_of(*l0_files(4), (1, fm(1, b"a", b"d")))
     assert pick_compaction(v0, OPTS, busy={1}) is None
     assert pick_compaction(v0, OPTS, busy={101}) is None
+
+
+def test_least_overlap_per_byte_first() -> None:
+    v = version_of(
+        (1, fm(1, b"a", b"c", size=2000)),  # overlaps 12 + 13: 600/2000 = 0.3
+        (1, fm(2, b"e", b"g", size=1000)),  # overlaps 14: 100/1000 = 0.1
+        (1, fm(3, b"i", b"k", size=100)),  # overlaps 15: 100/100 = 1.0
+        (1, fm(4, b"m", b"o", size=200)),  # overlaps 16: 20/200 = 0.1, smaller than file 2
+        (2, fm(12, b"a", b"b", size=300)),
+        (2, fm(13, b"c", b"d", size=300)),
+        (2, fm(14, b"f", b"f", size=100)),
+        (2, fm(15, b"j", b"j", size=100)),
+        (2, fm(16, b"n", b"n", size=20)),
+    )
+    order = []
+    busy: set[int] = set()
+    while (c := pick_compaction(v, OPTS, busy=busy)) is not None:
+        order.append(c.inputs[0].number)
+        busy |= c.file_numbers()
+    assert order == [2, 4, 1, 3]  # ratio, then the larger file on a tie
 
 
 def test_round_robin_cursor() -> None:
@@ -141,12 +164,12 @@ def test_bottommost_flag() -> None:
         (3, fm(4, b"d", b"e")),  # overlaps the range [a, d] of file 1 + file 3
         (3, fm(5, b"x", b"z")),
     )
-    c = pick_compaction(v, OPTS)
-    assert c is not None and nums(c.inputs) == [1] and nums(c.next_inputs) == [3]
-    assert not c.is_bottommost  # file 4 in level 3 holds keys of the output range
-    c2 = pick_compaction(v, OPTS, busy={1})
+    c2 = pick_compaction(v, OPTS)  # file 2 first: it overlaps nothing in level 2
     assert c2 is not None and nums(c2.inputs) == [2] and not c2.next_inputs
     assert c2.is_bottommost
+    c = pick_compaction(v, OPTS, busy={2})
+    assert c is not None and nums(c.inputs) == [1] and nums(c.next_inputs) == [3]
+    assert not c.is_bottommost  # file 4 in level 3 holds keys of the output range
 
 
 def test_manual() -> None:

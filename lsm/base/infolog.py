@@ -281,10 +281,10 @@ class InfoLog:
         self.warning("stall: a writer waited %.3f s: %s", seconds, why)
 
     def l0_slowdown(self, on: bool, l0_files: int, trigger: int) -> None:
-        """Level 0 reached (or left) ``l0_slowdown_trigger``: each write is
-        delayed 1 ms while it is on."""
+        """Level 0 reached (or left) ``l0_slowdown_trigger``: writes are
+        paced (``delayed_write_rate``, halved per file more) while it is on."""
         if on:
-            self.warning("stall: level 0 has %d files (l0_slowdown_trigger %d): each write is delayed 1 ms "
+            self.warning("stall: level 0 has %d files (l0_slowdown_trigger %d): writes are paced "
                          "until compaction catches up", l0_files, trigger)
         else:
             self.info("stall: level 0 down to %d files: write slowdown off", l0_files)

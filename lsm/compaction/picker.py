@@ -20,8 +20,11 @@ Rules (leveldb's leveled compaction, simplified):
 * Level n -> n+1: one file of level n plus every level-(n+1) file
   overlapping it. Candidates in order: with a cursor for level n, the first
   file whose smallest key is above the cursor, wrapping around (round robin
-  over the key space); without one, the largest file first (ties: lowest
-  key). The first candidate whose files are all free wins.
+  over the key space); without one, the file with the least overlapping
+  bytes in level n+1 per byte of its own first (RocksDB's
+  kMinOverlappingRatio; ties: larger file, then lowest key): it moves the
+  most bytes down per byte rewritten, and a file with no overlap at all is
+  a trivial move. The first candidate whose files are all free wins.
 * ``is_bottommost``: no file in a level deeper than the output level
   overlaps the compaction's whole key range (inputs and next inputs), so
   the runner may drop tombstones (and older versions) not needed by a
@@ -160,7 +163,11 @@ def _pick_level_n(
 ) -> Compaction | None:
     files = version.levels[level]
     if cursor is None:
-        candidates: Iterable[FileMeta] = sorted(files, key=lambda f: (-f.file_size, f.smallest))
+        def overlap_ratio(f: FileMeta) -> tuple[float, int, bytes]:
+            below = sum(g.file_size for g in version.overlapping(level + 1, f.smallest, f.largest))
+            return (below / max(1, f.file_size), -f.file_size, f.smallest)
+
+        candidates: Iterable[FileMeta] = sorted(files, key=overlap_ratio)
     else:
         i = 0
         while i < len(files) and files[i].smallest <= cursor:

@@ -57,6 +57,16 @@ _PARENT_ENV = "LSM_WORKER_PARENT"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _ORPHAN_EXIT = 3
 """Exit status of a worker that found its parent gone."""
+_NICE_ENV = "LSM_WORKER_NICE"
+"""Environment variable: the niceness increment a worker applies to itself."""
+NICE = {"flush": 0, "compaction": 5}
+"""CPU priority of each pool's worker, as a nice(2) increment over the
+parent. Compaction runs below the flush worker and the writers: on a
+2-core machine the writer takes one core and the flush and compaction
+workers share the other; a flush that waits behind a compaction makes
+writers stall on full memtables (a hard stop, hundreds of ms), while a
+compaction that falls behind only grows level 0, which paces writers
+gradually (``l0_slowdown_trigger``). Measured in docs/benchmarks.md."""
 
 
 class WorkerError(Error):
@@ -146,11 +156,12 @@ if hasattr(os, "register_at_fork"):
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0) -> None:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env[_PARENT_ENV] = str(os.getpid())
+        env[_NICE_ENV] = str(nice)
         self.proc = _spawner.popen(
             [sys.executable, "-m", "lsm.compaction.child"],
             stdin=subprocess.PIPE,
@@ -195,9 +206,10 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, size: int = 1):
+    def __init__(self, size: int = 1, nice: int = 0):
         self._mu = threading.Condition()
         self._size = size
+        self._nice = nice
         self._idle: list[_Worker] = []  # guarded by _mu
         self._started = 0  # guarded by _mu
 
@@ -214,7 +226,7 @@ class WorkerPool:
                 w = None
         if w is None:
             try:
-                w = _Worker()
+                w = _Worker(self._nice)
             except BaseException:
                 with self._mu:
                     self._started -= 1
@@ -238,6 +250,30 @@ class WorkerPool:
                     self._started -= 1
                 self._mu.notify()
 
+    def prestart(self) -> None:
+        """Start a worker in the background if the pool has none yet, so
+        the first job does not wait for a Python start-up (about 0.1 s,
+        seconds on a loaded machine: long enough for writers to fill every
+        memtable slot and stall before the first flush). Never blocks."""
+        with self._mu:
+            if self._started >= self._size:
+                return
+            self._started += 1
+
+        def start() -> None:
+            try:
+                w = _Worker(self._nice)
+            except BaseException:  # noqa: BLE001 - the first job will try again and report it
+                with self._mu:
+                    self._started -= 1
+                    self._mu.notify()
+                return
+            with self._mu:
+                self._idle.append(w)
+                self._mu.notify()
+
+        threading.Thread(target=start, name="lsm-worker-prestart", daemon=True).start()
+
     def close(self) -> None:
         with self._mu:
             idle, self._idle = self._idle, []
@@ -258,7 +294,7 @@ def shared_pool(kind: str) -> WorkerPool:
     with _shared_mu:
         pool = _shared.get(kind)
         if pool is None:
-            pool = _shared[kind] = WorkerPool(1)
+            pool = _shared[kind] = WorkerPool(1, NICE.get(kind, 0))
         return pool
 
 
@@ -318,6 +354,12 @@ def serve() -> None:
 
     parent = int(os.environ.get(_PARENT_ENV) or os.getppid())
     _die_with_parent(parent)
+    nice = int(os.environ.get(_NICE_ENV) or 0)
+    if nice and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:
+            pass  # not allowed: run at the parent's priority
     fs = _OrphanGuardFS(parent)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
