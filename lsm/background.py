@@ -178,6 +178,24 @@ class Background:
         self.compaction_bytes_written = 0
         self.compaction_bytes_read = 0
         self.ingest_bytes_written = 0  # tables built by db.ingest / ingest_files (lsm/ingest)
+        # Jobs in progress (stats: the benchmark harness samples them to split
+        # the writers' rate by whether a compaction ran). Plain ints: each is
+        # written by one thread (flush loop / whoever holds _compact_mu).
+        self.flushes_running = 0
+        self.compactions_running = 0
+        self.stall_max_seconds = 0.0  # longest single write stall (DB._make_room_locked); under the write lock
+        # Write pacing (DB._delay_write): the shared schedule of delayed
+        # writes, and when the running flush started (0: none running).
+        # Races between writers only blur the pacing.
+        self.delay_next = 0.0
+        self.paced: dict[str, list] = {"memtables": [0, 0.0], "l0_slowdown": [0, 0.0]}  # sleeps: [count, seconds]
+        self._flush_started = 0.0
+        self._flush_recent = 0.0  # moving average of flush durations, seconds (0: none yet)
+        # CPU seconds this process's threads spent in flushes and automatic
+        # compactions (process mode: only the orchestration and install, the
+        # GIL work the writers share; the jobs' own CPU is the workers').
+        self.cpu_seconds = {"flush": 0.0, "compaction": 0.0}
+        self._imms = 0  # immutable memtables, as of the last switch or install (under the DB write lock)
         self.wal_files_deleted = 0  # unlinked from the WAL directory (not archived)
         self.wal_files_pruned = 0  # deleted from the archive by the retention rule
         self.retired_bloom = [0, 0]
@@ -206,6 +224,9 @@ class Background:
     def start(self) -> None:
         if self.mode == "inline":
             return
+        if self._pools is not None:
+            for pool in self._pools.values():
+                pool.prestart()
         for name, fn in (("lsm-flush", self._flush_loop), ("lsm-compaction", self._compaction_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             self._threads.append(t)
@@ -280,6 +301,19 @@ class Background:
                 self._cv.notify_all()
 
     def _do_flush(self, job: ImmJob) -> None:
+        self.flushes_running += 1
+        self._flush_started = t0 = time.perf_counter()
+        c0 = time.thread_time()
+        try:
+            self._flush_one(job)
+            dt = time.perf_counter() - t0
+            self._flush_recent = dt if not self._flush_recent else 0.7 * self._flush_recent + 0.3 * dt
+        finally:
+            self.cpu_seconds["flush"] += time.thread_time() - c0
+            self._flush_started = 0.0
+            self.flushes_running -= 1
+
+    def _flush_one(self, job: ImmJob) -> None:
         db = self.db
         t0 = time.perf_counter()
         with db._install_mu:
@@ -292,11 +326,11 @@ class Background:
             start_seq=job.start_seq,
             end_seq=job.end_seq,
         )
-        if self.mode == "process":
-            fj.wal_paths = job.wal_paths
-        else:
-            fj.entries = list(job.mem.iter_entries())
-            fj.range_dels = job.mem.range_del_list()
+        # The memtable itself, in every mode (pickled to a worker process:
+        # ~0.4 us per entry here, where re-reading the WAL cost the worker
+        # ~8 us per entry; docs/architecture.md, "Flush").
+        fj.entries = job.mem.frozen()  # type: ignore[assignment]
+        fj.range_dels = job.mem.range_del_list()
         try:
             result = self._run_with_retries(fj)
         except BaseException:
@@ -307,7 +341,6 @@ class Background:
         for num, props in result.outputs:
             edit.added.append((0, _meta(num, props)))
         self._install(edit, [o[0] for o in result.outputs], remove_mem=job.mem)
-        self.flushed_seq = max(self.flushed_seq, job.end_seq)  # an ingest may have moved it past end_seq
         self.flush_count += 1
         written = sum(p.file_size for _n, p in result.outputs)
         self.flush_bytes_written += written
@@ -317,6 +350,9 @@ class Background:
         db._info_log.flushed(job.start_seq + 1, job.end_seq, job.mem.count, job.mem.size, result.outputs, dt,
                              self.l0_files)
         self._delete_wal(job.wal_paths)
+        # Last: wait_flushed (DB.flush) returns once this passes its seq, and
+        # promises the WAL segments are gone by then.
+        self.flushed_seq = max(self.flushed_seq, job.end_seq)  # an ingest may have moved it past end_seq
 
     def _delete_wal(self, paths: list[str]) -> None:
         """Retire the WAL segments of a flushed memtable. REQUIRES: the
@@ -506,6 +542,17 @@ class Background:
         with self.db._write_cv:
             self.db._write_cv.notify_all()
 
+    def compaction_pending(self, version: Any) -> bool:
+        """True when ``version`` wants a compaction (some level scores >= 1)
+        or one is running: the benchmark harness waits for False to measure
+        the write amplification a workload leaves settled. False once
+        compactions have stopped (a background error, a fence)."""
+        if self.compactions_running:
+            return True
+        if self.error is not None or self.db._fenced is not None or self.mode == "inline":
+            return False  # inline: every wanted compaction ran before the write returned
+        return pick_compaction(version, self.opts) is not None
+
     def _compact_once(self) -> bool:
         with self._compact_mu:
             if self.db._fenced is not None or self._stopped:
@@ -513,7 +560,13 @@ class Background:
             c = pick_compaction(self.vs.current, self.opts)
             if c is None:
                 return False
-            self._run_compaction(c)
+            self.compactions_running += 1
+            c0 = time.thread_time()
+            try:
+                self._run_compaction(c)
+            finally:
+                self.compactions_running -= 1
+                self.cpu_seconds["compaction"] += time.thread_time() - c0
             return True
 
     def compact_range(self, start: bytes | None, stop: bytes | None) -> None:
@@ -532,6 +585,7 @@ class Background:
                 c = pick_manual(version, self.opts, level, start, stop)
                 if c is None:
                     continue
+                self.compactions_running += 1
                 try:
                     self._run_compaction(c)
                 except CorruptionError as e:
@@ -542,6 +596,8 @@ class Background:
                     if db._blocked is not None:
                         db._raise_blocked()
                     raise
+                finally:
+                    self.compactions_running -= 1
 
     def _run_compaction(self, c: Compaction) -> None:
         """REQUIRES: _compact_mu held."""
@@ -632,11 +688,12 @@ class Background:
                 sv = db._sv
                 imms = sv.imms if remove_mem is None else tuple(m for m in sv.imms if m is not remove_mem)
                 db._sv = SuperVersion(sv.mem if new_mem is None else new_mem, imms, version, readers)
+                l0_before = self.l0_files
                 self.l0_files = len(version.levels[0])
-                slow = self.l0_files >= self.opts.l0_slowdown_trigger
-                if slow != db._l0_delay:
-                    db._info_log.l0_slowdown(slow, self.l0_files, self.opts.l0_slowdown_trigger)
-                db._l0_delay = slow
+                trigger = self.opts.l0_slowdown_trigger
+                if (l0_before >= trigger) != (self.l0_files >= trigger):
+                    db._info_log.l0_slowdown(self.l0_files >= trigger, self.l0_files, trigger)
+                self.update_delay_locked(len(db._sv.imms))
                 db._write_cv.notify_all()
         # A replaced table is unlinked when its reader is collected: when no
         # super version (an open iterator) can read it any more. An
@@ -644,6 +701,50 @@ class Background:
         for r in retired:
             weakref.finalize(r, _remove_table, self.fs, r.path)
         del retired
+
+    # ------------------------------------------------------------ write pacing
+    def update_delay_locked(self, imms: int) -> None:
+        """Turn write pacing (DB._delay_write) on or off for the current
+        state: level 0 at ``l0_slowdown_trigger`` or more, or as many
+        immutable memtables waiting as ``max_immutable_memtables`` (the next
+        switch would stall). REQUIRES: DB write lock held."""
+        self._imms = imms
+        opts = self.opts
+        self.db._l0_delay = self.l0_files >= opts.l0_slowdown_trigger or imms >= opts.max_immutable_memtables
+
+    def delayed_write_rate(self, mem_size: int) -> tuple[float, str]:
+        """(bytes per second writers may go at, the stall cause it is
+        counted under); 0.0: no limit. The lower of two limits:
+
+        * ``l0_slowdown``: level 0 at ``l0_slowdown_trigger`` + k files:
+          ``delayed_write_rate / 2**k``, so each file more halves the rate
+          (at ``l0_stop_trigger`` writes stop).
+        * ``memtables``: every immutable slot is taken, so the live memtable
+          can only switch when the running flush ends: the rate flushes
+          drain (``memtable_size`` per recent flush duration, a moving
+          average with weight 0.3 on the newest; before the first
+          flush is timed, ``delayed_write_rate``), or the live memtable's
+          room over the running flush's expected remaining time (at least
+          50 ms) when that is faster. So the memtable fills about when the
+          flush ends, not long before, and a writer meets a full memtable
+          (a hard stall) only when a flush takes longer than the mean."""
+        opts = self.opts
+        rate, cause = 0.0, "l0_slowdown"
+        k = self.l0_files - opts.l0_slowdown_trigger
+        if k >= 0:
+            rate = opts.delayed_write_rate / (1 << min(k, 30))
+        if self._imms >= opts.max_immutable_memtables and mem_size < opts.memtable_size:
+            # Before the first flush is timed: one memtable at delayed_write_rate.
+            mean = self._flush_recent or opts.memtable_size / opts.delayed_write_rate
+            mem_rate = opts.memtable_size / max(mean, 1e-3)  # what flushes drain, memtable after memtable
+            started = self._flush_started
+            if started:
+                left = mean - (time.perf_counter() - started)
+                if left > 0.0:  # faster while the room outlasts the running flush
+                    mem_rate = max(mem_rate, (opts.memtable_size - mem_size) / max(left, 0.05))
+            if rate == 0.0 or mem_rate < rate:
+                rate, cause = mem_rate, "memtables"
+        return rate, cause
 
     # ---------------------------------------------------------------- ingest
     # Entry points for lsm/ingest/job.py. An ingest installs with the DB

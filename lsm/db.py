@@ -22,8 +22,11 @@ worker process (default), a thread, or inline.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import os
 import time
+from bisect import bisect_left as _bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,18 +34,22 @@ from lsm.background import ImmJob, SuperVersion
 from lsm.base.coding import ValueKind
 from lsm.base.errors import ClosedError, NeedsRecoveryError
 from lsm.base.rangedel import RangeDels, visible_fragments
-from lsm.batch import OP_HEADER, WriteBatch, as_bytes
-from lsm.iterators import chain, clamp_range, visible
+from lsm.batch import WriteBatch, as_bytes
+from lsm.iterators import Columns, chain, chain_columns, clamp_range, visible, visible_columns
 from lsm.memtable import MemTable
 from lsm.ops.checkpoint import CheckpointInfo, checkpoint
 from lsm.ops.verify import VerifyReport, verify_db
 from lsm.options import Sync
 from lsm.snapshot import _MISSING, Snapshot
+from lsm.sstable.bloom import key_hashes as _key_hashes
+from lsm.wal.format import encode_op_record as _encode_op_record
 from lsm.wal.format import encode_record
 
 _PUT = ValueKind.PUT
 _DELETE = ValueKind.DELETE
-_pack_op = OP_HEADER.pack
+_chain_rounds = itertools.chain.from_iterable  # a forward scan's rounds of pairs, flattened in C
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 class DB:
@@ -55,23 +62,15 @@ class DB:
     # ----------------------------------------------------------------- writes
     def put(self, key: bytes, value: bytes, *, sync: Sync | int | str | None = None) -> int:
         """Set ``key`` to ``value``; return the commit's sequence number."""
+        # The hot path of an unsynced fill: _commit_one inlined (one Python
+        # call less per put), both op and record headers packed at once
+        # (encode_op_record), the sync level resolved without a call when it
+        # is a Sync or None. Per-put costs: docs/benchmarks.md, "Write path profile".
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         if type(value) is not bytes:
             value = as_bytes(value, "value")
-        level = self._sync if sync is None else Sync.coerce(sync)
-        return self._commit_one(_PUT, key, value, _pack_op(_PUT, len(key), len(value)) + key + value, level)
-
-    def delete(self, key: bytes, *, sync: Sync | int | str | None = None) -> int:
-        """Delete ``key`` (a no-op if absent); return the sequence number."""
-        if type(key) is not bytes:
-            key = as_bytes(key, "key")
-        level = self._sync if sync is None else Sync.coerce(sync)
-        return self._commit_one(_DELETE, key, b"", _pack_op(_DELETE, len(key), 0) + key, level)
-
-    def _commit_one(self, kind: int, key: bytes, value: bytes, body: bytes, level: int) -> int:
-        """The single-op commit: WAL append and memtable insert under the
-        write lock, then the sync level applied outside it."""
+        level = self._sync if sync is None else sync if type(sync) is Sync else Sync.coerce(sync)
         if self._l0_delay:
             self._delay_write()
         with self._write_mu:
@@ -82,7 +81,37 @@ class DB:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
-            self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body), seq)
+            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value), seq)
+            mem.add(seq, _PUT, key, value)
+            self._last_seq = seq
+            self._keys_written += 1
+            self._user_bytes += len(key) + len(value)
+        if level:
+            self._wal.commit_wait(seq, level)
+        return seq
+
+    def delete(self, key: bytes, *, sync: Sync | int | str | None = None) -> int:
+        """Delete ``key`` (a no-op if absent); return the sequence number."""
+        if type(key) is not bytes:
+            key = as_bytes(key, "key")
+        level = self._sync if sync is None else sync if type(sync) is Sync else Sync.coerce(sync)
+        return self._commit_one(_DELETE, key, b"", level)
+
+    def _commit_one(self, kind: int, key: bytes, value: bytes, level: int) -> int:
+        """The single-op commit: WAL append and memtable insert under the
+        write lock, then the sync level applied outside it (``put`` is this,
+        inlined)."""
+        if self._l0_delay:
+            self._delay_write()
+        with self._write_mu:
+            if self._blocked is not None:
+                self._raise_blocked()
+            mem = self._mem
+            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._room_check_at:
+                self._make_room_locked()
+                mem = self._mem
+            seq = self._last_seq + 1
+            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, kind, key, value), seq)
             mem.add(seq, kind, key, value)
             self._last_seq = seq
             self._keys_written += 1
@@ -102,7 +131,7 @@ class DB:
         if n == 0:
             self._check_usable()
             return self._last_seq
-        body = batch.body()
+        body, nbytes = batch.encode()
         if self._l0_delay:
             self._delay_write()
         with self._write_mu:
@@ -113,13 +142,13 @@ class DB:
             first = self._last_seq + 1
             last = first + n - 1
             self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body), last)
-            self._mem.add_ops(first, ops)
+            self._mem.add_ops(first, ops, nbytes)
             if batch.has_range_dels and not self._sv.range_dels:
                 sv = self._sv  # reads switch to their range-tombstone path before the seq is published
                 self._sv = SuperVersion(sv.mem, sv.imms, sv.version, sv.readers)
             self._last_seq = last
             self._keys_written += n
-            self._user_bytes += batch.byte_size
+            self._user_bytes += nbytes
         if level:
             self._wal.commit_wait(last, level)
         return last
@@ -180,11 +209,29 @@ class DB:
                 if r is not None:
                     break
             else:
+                # The tables, through the version's read plan: no list or
+                # tuple built per get, one get_entry per file that may hold
+                # the key (readrandom, docs/benchmarks.md).
+                # The key's bloom hashes are computed once for all tables.
                 readers = sv.readers
-                for _level, meta in sv.version.files_for_key(key):
-                    x = readers[meta.number].get(key, snap)
-                    if x is not None:
-                        return x[1] if x[0] == _PUT else default
+                l0, deeper = sv.version.read_plan
+                target = (snap << 8) | 0xFF
+                h1 = h2 = 0
+                for lo, hi, num in l0:
+                    if lo <= key <= hi:
+                        if not h2:
+                            h1, h2 = _key_hashes(key)
+                        e = readers[num].lookup(key, target, h1, h2)
+                        if e is not None:
+                            return e[2] if e[1] & 0xFF == _PUT else default
+                for largest, smallest, nums in deeper:
+                    i = _bisect_left(largest, key)
+                    if i < len(nums) and smallest[i] <= key:
+                        if not h2:
+                            h1, h2 = _key_hashes(key)
+                        e = readers[nums[i]].lookup(key, target, h1, h2)
+                        if e is not None:
+                            return e[2] if e[1] & 0xFF == _PUT else default
                 return default
         return r[2] if r[1] == _PUT else default
 
@@ -226,11 +273,11 @@ class DB:
 
     def keys(self, start: bytes | None = None, stop: bytes | None = None, *, prefix: bytes | None = None,
              reverse: bool = False) -> Iterator[bytes]:
-        return (k for k, _ in self._items(start, stop, prefix, reverse, None))
+        return map(_first, self._items(start, stop, prefix, reverse, None))
 
     def values(self, start: bytes | None = None, stop: bytes | None = None, *, prefix: bytes | None = None,
                reverse: bool = False) -> Iterator[bytes]:
-        return (v for _, v in self._items(start, stop, prefix, reverse, None))
+        return map(_second, self._items(start, stop, prefix, reverse, None))
 
     def __iter__(self) -> Iterator[bytes]:
         return self.keys()
@@ -249,32 +296,51 @@ class DB:
 
     def _iterate(self, sv: SuperVersion, lo: bytes | None, hi: bytes | None, reverse: bool,
                  snap: int) -> Iterator[tuple[bytes, bytes]]:
+        """The scan's iterator; its sources (the files in range, the range
+        tombstones) are chosen now, their blocks read as it advances."""
         if lo is not None and hi is not None and lo >= hi:
-            return
-        sources = [sv.mem.iter_entries(lo, hi, reverse)]
-        sources += [m.iter_entries(lo, hi, reverse) for m in sv.imms]
+            return iter(())
         readers = sv.readers
         version = sv.version
         last_inclusive = hi  # overlapping() takes an inclusive bound; a superset is fine
         rd_sets: list[RangeDels] | None = [] if sv.range_dels else None
+        tables: list[tuple[int, list[Any]]] = []  # (level, readers) of the files in range
         for level in range(len(version.levels)):
             files = version.overlapping(level, lo, last_inclusive)
             if not files:
                 continue
+            rs = [readers[f.number] for f in files]
             if rd_sets is not None:
-                rd_sets += [readers[f.number].range_dels for f in files if readers[f.number].range_dels is not None]
-            if level == 0:
-                sources += [readers[f.number].iter_entries(lo, hi, reverse) for f in files]
-            else:
-                if reverse:
-                    files = list(reversed(files))
-                sources.append(chain(readers[f.number].iter_entries(lo, hi, reverse) for f in files))
+                rd_sets += [r.range_dels for r in rs if r.range_dels is not None]
+            tables.append((level, rs))
         rdels = None
         if rd_sets is not None:
             for m in (sv.mem, *sv.imms):
                 rd_sets += m.range_del_sets()
             rdels = visible_fragments(rd_sets, lo, hi, snap)
-        for kv in visible(sources, snap, reverse, rdels):
+        if not reverse:
+            # Forward: the bulk merge, blocks at a time per table source and
+            # the memtables read by the key range of each round; the rounds
+            # are chained in C (readseq, seekrandom: docs/benchmarks.md).
+            csources: list[Iterator[Columns]] = []
+            for level, rs in tables:
+                if level == 0:
+                    csources += [r.iter_columns(lo, hi) for r in rs]
+                else:
+                    csources.append(chain_columns(r.iter_columns(lo, hi) for r in rs))
+            return _chain_rounds(visible_columns(csources, snap, rdels, self._check_usable,
+                                                 [m.iter_entries for m in (sv.mem, *sv.imms)], lo, hi))
+        sources = [m.iter_entries(lo, hi, True) for m in (sv.mem, *sv.imms)]
+        for level, rs in tables:
+            if level == 0:
+                sources += [r.iter_entries(lo, hi, True) for r in rs]
+            else:
+                sources.append(chain(r.iter_entries(lo, hi, True) for r in reversed(rs)))
+        return self._checked(visible(sources, snap, True, rdels))
+
+    def _checked(self, it: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """``it``, raising once the database is closed or fenced."""
+        for kv in it:
             if self._blocked is not None:
                 self._raise_blocked()
             yield kv
@@ -471,6 +537,7 @@ class DB:
             if mem_full or self._wal_switch_due_locked():
                 if len(self._sv.imms) < opts.max_immutable_memtables and self._bg.l0_files < opts.l0_stop_trigger:
                     self._switch_memtable_locked()
+                    self._bg.update_delay_locked(len(self._sv.imms))
                     break
                 if mem_full:
                     bg_err = self._bg.error
@@ -490,6 +557,7 @@ class DB:
         if stalled:
             self._stall_seconds += stalled
             self._stalls += 1
+            self._bg.stall_max_seconds = max(self._bg.stall_max_seconds, stalled)
             counts = self._stall_causes[cause]
             counts[0] += 1
             counts[1] += stalled
@@ -550,15 +618,40 @@ class DB:
         self._bg.schedule_flush(job)
 
     def _delay_write(self) -> None:
-        """Level 0 is past the slowdown trigger: delay this write 1 ms so
-        compaction catches up (leveldb's soft limit)."""
-        t0 = time.perf_counter()
-        time.sleep(0.001)
-        dt = time.perf_counter() - t0
-        self._stall_seconds += dt
-        counts = self._stall_causes["l0_slowdown"]
-        counts[0] += 1
-        counts[1] += dt
+        """Background work is falling behind (``_l0_delay``, set by
+        Background.update_delay_locked): pace this write so the writers'
+        rate matches what background work sustains, instead of letting them
+        run into a hard stop (RocksDB's delayed write rate). A write is
+        charged its memtable bytes (the memtable's average entry) at
+        ``Background.delayed_write_rate``; the schedule is shared by all
+        writers and a writer sleeps only once it is at least 1 ms ahead
+        of it, so the pacing is smooth at any put rate despite the sleep
+        granularity. One sleep is at most 0.1 s; a memtable that fills
+        anyway takes the hard stall of _make_room_locked. Counted per paced
+        write (``stats()["write_pacing"]``; level-0 pacing also in
+        ``stalls["l0_slowdown"]``), seconds slept included."""
+        bg = self._bg
+        mem = self._mem
+        rate, cause = bg.delayed_write_rate(mem.size)
+        if rate <= 0.0:
+            return
+        now = time.perf_counter()
+        nxt = max(bg.delay_next, now)
+        nxt = min(nxt + (mem.size // mem.count if mem.count else 128) / rate, now + 0.1)
+        bg.delay_next = nxt
+        wait = nxt - now
+        dt = 0.0
+        if wait >= 0.001:
+            time.sleep(wait)
+            dt = time.perf_counter() - now
+            self._stall_seconds += dt
+        paced = bg.paced[cause]  # count: writes paced; seconds: their sleeps
+        paced[0] += 1
+        paced[1] += dt
+        if cause == "l0_slowdown":
+            counts = self._stall_causes[cause]
+            counts[0] += 1
+            counts[1] += dt
 
     # ----------------------------------------------------------------- state
     def _on_fence(self, err: BaseException) -> None:
@@ -646,6 +739,12 @@ class DB:
             "compaction_seconds": bg.compaction_seconds,
             "stall_seconds": self._stall_seconds,
             "stall_count": self._stalls,
+            "stall_max_seconds": bg.stall_max_seconds,
+            "write_pacing": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in bg.paced.items()},
+            "background_cpu_seconds": dict(bg.cpu_seconds),
+            "flushes_running": bg.flushes_running,
+            "compactions_running": bg.compactions_running,
+            "compaction_pending": bg.compaction_pending(sv.version),
             "stalls": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in self._stall_causes.items()},
             "space_amplification": live_sst / last_level_bytes if last_level_bytes else 0.0,
             "wal_files_live": wal_files_live,

@@ -135,13 +135,23 @@ class Options:
     a new ``LOG`` started, so at most about twice this is kept."""
 
     # -------------------------------------------------------------- performance
-    memtable_size: int = 4 * MiB
+    memtable_size: int = 8 * MiB
     """Bytes of keys+values (plus 16 bytes per entry) a memtable takes before
     it becomes immutable and is flushed. Larger: fewer, larger level-0
-    files and less write amplification, more memory and longer recovery."""
+    files and less write amplification, more memory and longer recovery.
+    Default measured (docs/benchmarks.md, "Compaction and write stalls"):
+    1M random puts then 1M overwrites, 2-core machine, alternating runs,
+    4 MiB -> 8 MiB: half the flushes, compactions per workload 3 and 8 ->
+    1 and 1; settled SSTable write amp 1.8-2.7 -> 1.2-2.4; seconds
+    writers spent paced per workload 12-44 -> 1-24; overwrite 13-17k ->
+    16-26k puts/s; peak RSS +14-20 MB. Up to ``max_immutable_memtables + 1`` memtables
+    are in memory at once (Python objects: about 2.5x their charged
+    bytes)."""
 
     max_immutable_memtables: int = 2
-    """Immutable memtables waiting to be flushed before writers stop."""
+    """Immutable memtables waiting to be flushed before writers stop. With
+    every slot taken, writes are paced at the rate flushes drain (see
+    ``delayed_write_rate``), so the stop is rarely reached."""
 
     wal_segment_size: int = 64 * MiB
     """A WAL segment is sealed when it reaches this many bytes (or when its
@@ -192,23 +202,53 @@ class Options:
     """zstd level (1 is fast and already halves typical values)."""
 
     target_file_size: int = 4 * MiB
-    """Target size of an SSTable written by compaction, in bytes."""
+    """Target size of an SSTable written by compaction, in bytes. Barely
+    matters for write amplification (tools/compaction_sim.py, random fill,
+    settled SSTable write amp at 1M / 10M keys: 2 MiB 2.42 / 6.95, 4 MiB
+    2.38 / 6.79, 8 MiB 2.27 / 7.03); smaller files make finer-grained
+    level-n compactions, larger ones fewer files to open."""
 
     l0_compaction_trigger: int = 4
-    """Level-0 file count that triggers a compaction into level 1."""
+    """Level-0 file count that triggers a compaction into level 1. Higher
+    batches more level-0 bytes per rewrite of level 1 (tools/compaction_sim.py:
+    8 gives settled write amp 1.47 instead of 2.38 at 1M keys) but every
+    point read probes every level-0 file, so 4 is kept for reads; at 1M
+    keys 4 already meets the write-amp target (<= 5) with room."""
 
     l0_slowdown_trigger: int = 12
-    """Level-0 file count at which each write is delayed (1 ms)."""
+    """Level-0 file count at which writes are paced: at
+    ``l0_slowdown_trigger + k`` files writers go at most
+    ``delayed_write_rate / 2**k`` bytes per second."""
+
+    delayed_write_rate: int = 8 * MiB
+    """Bytes per second (memtable bytes: key + value + 16 per entry) writers
+    may go at when level 0 reaches ``l0_slowdown_trigger``; each level-0 file
+    more halves it. Writes are also paced when every immutable memtable
+    slot is taken: at the rate flushes drain (one memtable per recent flush
+    duration; this option before the first flush is timed), so that a
+    writer seldom meets a full memtable and a hard stall
+    (``Background.delayed_write_rate`` in lsm/background.py). 8 MiB/s is
+    about the rate of one unsynced Python writer, so the first file past the trigger barely slows it and
+    the eighth (``l0_stop_trigger`` by default) brings it to 32 KiB/s.
+    Replaced a fixed 1 ms sleep per write past the trigger, a cliff (to
+    under 1,000 puts/s) that made up 38-50 s of the 50-60 s of stalls of
+    1M overwrites (docs/benchmarks.md, "Compaction and write stalls")."""
 
     l0_stop_trigger: int = 20
     """Level-0 file count at which writes wait for compaction."""
 
     max_bytes_for_level_base: int = 32 * MiB
     """Target size of level 1 in bytes; level N+1 is ``level_multiplier``
-    times level N."""
+    times level N. About the level-0 batch a compaction takes (4 files of
+    a compressed 8 MiB memtable, ~20 MiB): a level 1 much larger than the
+    batch makes each level-0 compaction rewrite more of it per byte moved
+    down. tools/compaction_sim.py, random fill, settled write amp at 1M /
+    10M keys: 16 MiB 2.38 / 6.83, 32 MiB 2.38 / 6.79 (4 MiB memtables)."""
 
     level_multiplier: int = 10
-    """Size ratio between adjacent levels."""
+    """Size ratio between adjacent levels. tools/compaction_sim.py,
+    random fill, settled write amp at 1M / 10M keys: 8: 2.38 / 6.48,
+    10: 2.38 / 6.79; 10 keeps fewer levels for reads."""
 
     num_levels: int = 7
     """Number of levels (0 .. num_levels-1)."""
@@ -240,6 +280,7 @@ class Options:
         _int_range(self, "l0_compaction_trigger", 1, 1000)
         _int_range(self, "l0_slowdown_trigger", 1, 10000)
         _int_range(self, "l0_stop_trigger", 1, 10000)
+        _int_range(self, "delayed_write_rate", 1024, 1 << 40)
         _int_range(self, "max_bytes_for_level_base", 1, 1 << 50)
         _int_range(self, "level_multiplier", 2, 1000)
         _int_range(self, "num_levels", 2, 20)
