@@ -82,7 +82,7 @@ class DB:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
-            self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body), seq)
+            self._wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body, self._wal.synced_offset), seq)
             mem.add(seq, kind, key, value)
             self._last_seq = seq
             self._keys_written += 1
@@ -112,7 +112,7 @@ class DB:
                 self._make_room_locked()
             first = self._last_seq + 1
             last = first + n - 1
-            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body), last)
+            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body, self._wal.synced_offset), last)
             self._mem.add_ops(first, ops)
             if batch.has_range_dels and not self._sv.range_dels:
                 sv = self._sv  # reads switch to their range-tombstone path before the seq is published

@@ -36,9 +36,21 @@ previous sync released can append first (``_linger_locked``: a fixed
 commit). ``_lead_cv`` shares ``_cv``'s lock; appends notify it while a
 leader lingers.
 
+Durable offset (WAL format version 2): ``synced_offset`` is the offset in
+the live segment up to which it is known durable: the segment's size when
+a sync that completed started (0 for a new segment). Each record carries
+the value it had when it was appended (``encode_record(..., synced)``), so
+that recovery can tell a never-synced hole from damage to synced bytes
+(docs/format/wal.md, "Version 2"). It is WRITTEN under ``_cv`` (by the
+sync leader, only while the synced file is still the live one, and reset
+by ``start_segment_locked``, which swaps ``_file`` under ``_cv`` too) and
+READ by the DB under the DB write lock without ``_cv``: a stale (smaller)
+value is safe, a read never sees a value larger than the truth.
+
 Locks: ``_cv`` (a Condition) guards ``durable_seq``, ``_syncing``,
-``_barrier_seq``, ``_pending`` and the counters. Lock order: DB write lock,
-then ``_cv``; ``_cv`` is never held across I/O.
+``_barrier_seq``, ``_pending``, ``synced_offset`` (writes) and the
+counters. Lock order: DB write lock, then ``_cv``; ``_cv`` is never held
+across I/O.
 """
 
 from __future__ import annotations
@@ -102,6 +114,7 @@ class WalWriter:
         self._dir_synced = True  # the live segment's directory entry is durable
         self._pending: list[tuple[WritableFile, int]] = []  # sealed, maybe-unsynced segments
         self.fenced: BaseException | None = None
+        self.synced_offset = 0  # the live segment is durable up to here (module docstring)
         self.syncs = 0
         self.dir_syncs = 0
         self.sync_seconds = 0.0
@@ -142,11 +155,12 @@ class WalWriter:
                     f.close()
                 self._fence(e)
                 raise NeedsRecoveryError(f"WAL segment creation failed: {e}", e) from e
-        self._file = f
         self.segment_first_seq = first_seq
         self.segment_records = 0
         self.segments_created += 1
         with self._cv:
+            self._file = f
+            self.synced_offset = 0
             self._dir_synced = False
         if old is not None:
             old.close()
@@ -221,6 +235,7 @@ class WalWriter:
             pending, self._pending = self._pending, []
             need_dir = not self._dir_synced
             f = self._file
+            target_off = f.size if f is not None else 0  # all written before the sync starts
         err: BaseException | None = None
         t0 = time.perf_counter()
         try:
@@ -243,6 +258,8 @@ class WalWriter:
             self._syncing = False
             if err is None:
                 self.durable_seq = max(self.durable_seq, target)
+                if f is self._file and target_off > self.synced_offset:
+                    self.synced_offset = target_off
                 group = commits - self._synced_commits
                 self._synced_commits = commits
                 self._sync_lat[self.syncs & (SYNC_LATENCY_SAMPLES - 1)] = dt
