@@ -21,8 +21,10 @@ it. Here the two halves live in different processes:
   could be in after a power cut at that moment, with the rules of CrashFS:
   each unsynced directory change applied or reverted independently, in
   order (a rename inside one directory is one atomic change); each file's
-  unsynced tail dropped, kept, torn, or torn and followed by zeros or
-  garbage; a rewritten file either its old durable content or its new one.
+  unsynced tail dropped, kept, torn, torn and followed by zeros or
+  garbage, or holed (``lsm.base.crashfs.HOLE_BLOCK`` blocks kept, zeroed or
+  garbage independently); a rewritten file either its old durable content
+  or its new one.
   The result is written as a fresh directory in place of the old one, and
   everything in it is then durable.
 
@@ -66,6 +68,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lsm.base.crashfs import _holes
 from lsm.base.fs import FileLock, FileSystem, WritableFile
 
 SEP = "\t"
@@ -207,7 +210,7 @@ class CutFigures:
     notes: list[str] = field(default_factory=list)
 
 
-TAIL_OUTCOMES = ("dropped", "kept", "torn", "torn+zeros", "torn+garbage")
+TAIL_OUTCOMES = ("dropped", "kept", "torn", "torn+zeros", "torn+garbage", "holes")
 
 
 class DurableModel:
@@ -437,6 +440,9 @@ class DurableModel:
         with open(src, "rb") as fh:
             data = fh.read()
         base, tail = data[: node.durable_len], data[node.durable_len :]
+        if outcome == "holes":  # HOLE_BLOCK blocks kept, zeroed or garbage independently (as CrashFS)
+            note(outcome, f"(synced {node.durable_len} of {size} bytes)")
+            return _holes(base, tail, rng, {})
         cut = 0 if outcome == "dropped" else rng.randrange(len(tail) + 1)
         note(outcome, f"(synced {node.durable_len} of {size} bytes, {cut} unsynced bytes kept)")
         if outcome == "dropped" or outcome == "torn":

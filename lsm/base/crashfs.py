@@ -17,12 +17,21 @@ could be in after power is lost now:
   directory fsync may be missing or under its old name;
 * each file keeps its synced content; its unsynced tail (bytes appended
   since the last sync) is dropped, kept, cut at a random point (a torn
-  write), or cut and followed by zeros or garbage of the same length. A file
-  rewritten below its synced length (truncate, O_TRUNC) is either its synced
-  content or its current content.
+  write), cut and followed by zeros or garbage of the same length, or
+  holed: split into ``HOLE_BLOCK``-byte blocks (at file offsets that are
+  multiples of it) each of which is independently kept, zeroed or
+  garbage, the file being its full length or cut at a block boundary (a
+  disk persists the unsynced blocks of the page cache in any order, so a
+  later block can survive an earlier one). A file rewritten below its
+  synced length (truncate, O_TRUNC) is either its synced content or its
+  current content.
 
 ``mode="drop"`` keeps only what was synced; ``mode="keep"`` keeps everything
-(what a killed process leaves behind: the OS outlives it).
+(what a killed process leaves behind: the OS outlives it); ``mode="holes"``
+is ``random`` with every unsynced tail holed. The image counts the outcomes
+it chose in ``cut_outcomes`` (``"holes"``: a tail with a lost block before
+a kept one, that is, an intact block after damage; ``"holes_wal"``: those
+in files named ``*.wal``).
 
 Crash points and faults. Every mutating operation (create, write, sync,
 sync_dir, rename, remove, link, truncate, mkdir, preallocate) gets an index
@@ -55,6 +64,13 @@ import time
 from dataclasses import dataclass, field
 
 from lsm.base.fs import FileSystem, ReadableFile, WritableFile, current_site
+
+HOLE_BLOCK = 512
+"""Granularity of the ``holes`` power-cut outcome: the sector, the unit a
+disk writes atomically. A 4 KiB page of the page cache reaches the platter
+as 8 sectors that a power cut can also split, so 512-byte holes include
+every 4 KiB outcome; and the tests' WAL segments (a few KiB) then hold
+several blocks of unsynced tail, so holes actually occur in them."""
 
 _MUTATING = frozenset(
     ("create", "write", "sync", "sync_dir", "rename", "remove", "link", "truncate", "mkdir", "preallocate")
@@ -165,6 +181,9 @@ class CrashFS(FileSystem):
         # the length of a preallocate; else None. ``path`` is as in ``trace``
         # (a rename's source, a link's destination).
         self.trace_hook = None
+        # In an image made by power_cut: how often each unsynced-tail outcome
+        # was chosen ("holes": a lost block before a kept one).
+        self.cut_outcomes: dict[str, int] = {}
 
     # ------------------------------------------------------------ plumbing
     @staticmethod
@@ -459,19 +478,21 @@ class CrashFS(FileSystem):
         """A new CrashFS holding what the disk could hold if power were
         lost now (see the module docstring for ``mode``). Everything in it
         is durable. This filesystem is not changed."""
-        if mode not in ("random", "drop", "keep"):
+        if mode not in ("random", "drop", "keep", "holes"):
             raise ValueError(f"unknown power-cut mode {mode!r}")
         rng = rng or random.Random(0)
         with self._mu:
             out = CrashFS()
             memo: dict[int, _Inode] = {}
-            out._root = self._cut_dir(self._root, rng, mode, memo)
+            out._root = self._cut_dir(self._root, rng, mode, memo, out.cut_outcomes)
             return out
 
-    def _cut_dir(self, d: _Dir, rng: random.Random, mode: str, memo: dict[int, _Inode]) -> _Dir:
+    def _cut_dir(
+        self, d: _Dir, rng: random.Random, mode: str, memo: dict[int, _Inode], outcomes: dict[str, int]
+    ) -> _Dir:
         entries = dict(d.durable)
         for group in d.log:
-            if mode == "keep" or (mode == "random" and rng.random() < 0.5):
+            if mode == "keep" or (mode in ("random", "holes") and rng.random() < 0.5):
                 for name, node in group:
                     if node is None:
                         entries.pop(name, None)
@@ -481,11 +502,14 @@ class CrashFS(FileSystem):
         for name in sorted(entries):
             node = entries[name]
             if isinstance(node, _Dir):
-                new.entries[name] = self._cut_dir(node, rng, mode, memo)
+                new.entries[name] = self._cut_dir(node, rng, mode, memo, outcomes)
             else:
                 got = memo.get(id(node))
                 if got is None:
-                    got = memo[id(node)] = _cut_file(node, rng, mode)
+                    n = outcomes.get("holes", 0)
+                    got = memo[id(node)] = _cut_file(node, rng, mode, outcomes)
+                    if name.endswith(".wal") and outcomes.get("holes", 0) > n:
+                        outcomes["holes_wal"] = outcomes.get("holes_wal", 0) + 1
                 new.entries[name] = got
         new.durable = dict(new.entries)
         return new
@@ -511,7 +535,7 @@ class CrashFS(FileSystem):
         return out
 
 
-def _cut_file(node: _Inode, rng: random.Random, mode: str) -> _Inode:
+def _cut_file(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, int]) -> _Inode:
     out = _Inode()
     if mode == "keep" or not node.is_dirty():
         content = bytes(node.data)
@@ -522,8 +546,10 @@ def _cut_file(node: _Inode, rng: random.Random, mode: str) -> _Inode:
     else:
         base = bytes(node.durable)
         tail = bytes(node.data[len(base):])
-        outcome = rng.randrange(5)
-        if outcome == 0:  # dropped
+        outcome = 5 if mode == "holes" else rng.randrange(6)
+        if outcome == 5:
+            content = _holes(base, tail, rng, outcomes)
+        elif outcome == 0:  # dropped
             content = base
         elif outcome == 1:  # kept
             content = base + tail
@@ -538,3 +564,32 @@ def _cut_file(node: _Inode, rng: random.Random, mode: str) -> _Inode:
     out.data = bytearray(content)
     out.durable = bytearray(content)
     return out
+
+
+def _holes(base: bytes, tail: bytes, rng: random.Random, outcomes: dict[str, int]) -> bytes:
+    """The ``holes`` outcome for an unsynced ``tail`` after the synced
+    ``base``: each ``HOLE_BLOCK`` block of the tail (the first one may be
+    partial, starting at ``len(base)``) kept, zeroed or garbage
+    independently; the file its full length or cut at a block boundary."""
+    start = len(base)
+    end = start + len(tail)
+    first = (start // HOLE_BLOCK + 1) * HOLE_BLOCK
+    if first < end and rng.random() < 0.5:
+        end = rng.randrange(first, end, HOLE_BLOCK)
+    out = bytearray(base)
+    pos = start
+    lost = holed = False
+    while pos < end:
+        nxt = min((pos // HOLE_BLOCK + 1) * HOLE_BLOCK, end)
+        chunk = tail[pos - start : nxt - start]
+        r = rng.randrange(3)
+        if r == 0:
+            out += chunk
+            holed = holed or lost
+        else:
+            out += bytes(len(chunk)) if r == 1 else rng.randbytes(len(chunk))
+            lost = True
+        pos = nxt
+    key = "holes" if holed else "holes_without_hole"
+    outcomes[key] = outcomes.get(key, 0) + 1
+    return bytes(out)
