@@ -198,7 +198,7 @@ def test_writer_synced_offset_single_full_writer() -> None:
     for i in range(5):
         db.put(b"k%d" % i, b"v")
     path = db._wal.segment_path
-    assert db._wal.synced_offset == fs.file_size(path)
+    assert db._wal.synced_offset == db._wal.segment_bytes
     got = _synced_of(fs, path)
     assert got[0][1] == HS  # open synced the new segment (its name): the header
     assert all(off == synced for off, synced in got[1:])
@@ -213,7 +213,7 @@ def test_writer_synced_offset_lags_at_off_and_resets_at_rotation() -> None:
         db.put(b"k%d" % i, b"v")
     assert {s for _, s in _synced_of(fs, first)} == {0}  # nothing of the segment synced yet
     db.sync_wal()
-    mark = fs.file_size(first)
+    mark = db._wal.segment_bytes
     assert db._wal.synced_offset == mark
     db.put(b"x", b"y")
     assert _synced_of(fs, first)[-1][1] == mark

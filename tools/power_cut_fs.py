@@ -134,6 +134,16 @@ class SyncTrackingFS(FileSystem):
         self._emit("C", os.fstat(f.fd).st_ino, path)
         return f
 
+    def open_overwrite(self, path: str) -> WritableFile:
+        # Written in place from offset 0: journalled as a rewrite (old or new
+        # content until the next sync); after that sync the synced length is
+        # the bytes written, and the rest of the file is the unsynced tail.
+        path = os.path.abspath(path)
+        ino, saved = self._save(path)
+        out: list[WritableFile] = []
+        self._journalled(lambda: out.append(super(SyncTrackingFS, self).open_overwrite(path)), "W", ino, saved, 0)
+        return out[0]
+
     def truncate(self, path: str, size: int) -> None:
         path = os.path.abspath(path)
         ino, saved = self._save(path)

@@ -22,9 +22,14 @@ could be in after power is lost now:
   multiples of it) each of which is independently kept, zeroed or
   garbage, the file being its full length or cut at a block boundary (a
   disk persists the unsynced blocks of the page cache in any order, so a
-  later block can survive an earlier one). A file rewritten below its
-  synced length (truncate, O_TRUNC) is either its synced content or its
-  current content.
+  later block can survive an earlier one). A file written in place
+  (``open_overwrite``: a preallocated WAL segment) has the same outcomes
+  over the region from the lowest offset written since its last sync,
+  except that a lost byte there reads as what the disk held before (the
+  synced content; zeros past it), or garbage: the unsynced writes revert
+  to the old bytes, torn or holed, never "whole old or whole new". A file
+  rewritten below its synced length (truncate, O_TRUNC) is either its
+  synced content or its current content.
 
 ``mode="drop"`` keeps only what was synced; ``mode="keep"`` keeps everything
 (what a killed process leaves behind: the OS outlives it); ``mode="holes"``
@@ -78,18 +83,21 @@ _MUTATING = frozenset(
 
 
 class _Inode:
-    __slots__ = ("data", "durable", "late_error", "tail_only")
+    __slots__ = ("data", "durable", "late_error", "lo", "tail_only")
 
     def __init__(self) -> None:
         self.late_error: Fault | None = None  # a write-back error the next sync reports
         self.data = bytearray()  # what reads see
         self.durable = bytearray()  # on the platter as of the last sync
         # True while data[:len(durable)] == durable (only appends since the
-        # last sync), so a power cut can keep any prefix of the tail.
+        # last sync), so a power cut can keep any prefix of the tail; or,
+        # with ``lo`` set, while only in-place writes (open_overwrite) at or
+        # after ``lo`` changed it: data[:lo] == durable[:lo].
         self.tail_only = True
+        self.lo: int | None = None  # lowest offset overwritten in place since the last sync
 
     def is_dirty(self) -> bool:
-        return not self.tail_only or len(self.data) != len(self.durable)
+        return not self.tail_only or len(self.data) != len(self.durable) or self.lo is not None
 
 
 class _Dir:
@@ -297,12 +305,18 @@ class CrashFS(FileSystem):
                 node.data = bytearray()
                 if node.durable:
                     node.tail_only = False
+                    node.lo = None
             return self._new_writable(path, node, 0)
 
     def open_append(self, path: str) -> WritableFile:
         with self._mu:
             node = self._file(path)
             return self._new_writable(path, node, len(node.data))
+
+    def open_overwrite(self, path: str) -> WritableFile:
+        with self._mu:
+            node = self._file(path)
+            return self._new_writable(path, node, 0)
 
     def _new_writable(self, path: str, node: _Inode, size: int) -> WritableFile:
         fd = self._next_fd
@@ -328,7 +342,13 @@ class CrashFS(FileSystem):
         with self._mu:
             self._op("write", f.path, data)
             node = self._node_of(f.fd, f.path)
-            node.data += data
+            pos = f.size
+            if pos >= len(node.data):
+                node.data += data
+            else:  # in place (open_overwrite)
+                if pos < len(node.durable) and node.tail_only:
+                    node.lo = pos if node.lo is None else min(node.lo, pos)
+                node.data[pos:pos + len(data)] = data
             f.size += len(data)
 
     def _sync(self, f: WritableFile, data_only: bool) -> None:
@@ -346,11 +366,14 @@ class CrashFS(FileSystem):
                 node.late_error = self._late_pending
                 self._late_pending = None
                 return
-            if node.tail_only and len(node.data) >= len(node.durable):
+            if node.tail_only and node.lo is not None:
+                node.durable[node.lo:] = node.data[node.lo:]
+            elif node.tail_only and len(node.data) >= len(node.durable):
                 node.durable += node.data[len(node.durable):]
             else:
                 node.durable = bytearray(node.data)
             node.tail_only = True
+            node.lo = None
         if self.sync_latency:
             time.sleep(self.sync_latency)
 
@@ -418,6 +441,7 @@ class CrashFS(FileSystem):
                 node.data += bytes(size - len(node.data))
             if size < len(node.durable):
                 node.tail_only = False
+                node.lo = None
 
     def exists(self, path: str) -> bool:
         with self._mu:
@@ -543,6 +567,8 @@ def _cut_file(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, i
         content = bytes(node.durable)
     elif not node.tail_only:
         content = bytes(node.data) if rng.random() < 0.5 else bytes(node.durable)
+    elif node.lo is not None:  # written in place since the last sync
+        content = _cut_overwritten(node, rng, mode, outcomes)
     else:
         base = bytes(node.durable)
         tail = bytes(node.data[len(base):])
@@ -566,14 +592,39 @@ def _cut_file(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, i
     return out
 
 
-def _holes(base: bytes, tail: bytes, rng: random.Random, outcomes: dict[str, int]) -> bytes:
+def _cut_overwritten(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, int]) -> bytes:
+    """A power cut of a file written in place since its last sync (from
+    ``node.lo`` on): dropped (the synced content), kept, torn at a random
+    point (the rest reverts to the old bytes, or reads as zeros or
+    garbage), or holed."""
+    lo = node.lo
+    assert lo is not None
+    old, new = bytes(node.durable), bytes(node.data)
+    outcome = 5 if mode == "holes" else rng.randrange(6)
+    if outcome == 0:
+        return old
+    if outcome == 1:
+        return new
+    if outcome == 5:
+        return _holes(new[:lo], new[lo:], rng, outcomes, old[lo:])
+    cut = lo + rng.randrange(len(new) - lo + 1)
+    n = len(new) - cut
+    filler = old[cut:len(new)] if outcome == 2 else bytes(n) if outcome == 3 else rng.randbytes(n)
+    return new[:cut] + filler.ljust(n, b"\0") + old[len(new):]
+
+
+def _holes(base: bytes, tail: bytes, rng: random.Random, outcomes: dict[str, int], old: bytes = b"") -> bytes:
     """The ``holes`` outcome for an unsynced ``tail`` after the synced
     ``base``: each ``HOLE_BLOCK`` block of the tail (the first one may be
-    partial, starting at ``len(base)``) kept, zeroed or garbage
-    independently; the file its full length or cut at a block boundary."""
+    partial, starting at ``len(base)``) kept, lost or garbage
+    independently; the file its full length or cut at a block boundary
+    (never below its synced length). A lost block reads as what the disk
+    held there before: ``old`` (synced bytes at the same offsets, for a file
+    written in place), zeros past it."""
     start = len(base)
     end = start + len(tail)
-    first = (start // HOLE_BLOCK + 1) * HOLE_BLOCK
+    floor = start + len(old)  # the synced length: a power cut never shortens a file below it
+    first = max((start // HOLE_BLOCK + 1) * HOLE_BLOCK, -(-floor // HOLE_BLOCK) * HOLE_BLOCK)
     if first < end and rng.random() < 0.5:
         end = rng.randrange(first, end, HOLE_BLOCK)
     out = bytearray(base)
@@ -587,9 +638,11 @@ def _holes(base: bytes, tail: bytes, rng: random.Random, outcomes: dict[str, int
             out += chunk
             holed = holed or lost
         else:
-            out += bytes(len(chunk)) if r == 1 else rng.randbytes(len(chunk))
+            out += old[pos - start : nxt - start].ljust(len(chunk), b"\0") if r == 1 else rng.randbytes(len(chunk))
             lost = True
         pos = nxt
+    if end - start < len(old):
+        out += old[end - start :]
     key = "holes" if holed else "holes_without_hole"
     outcomes[key] = outcomes.get(key, 0) + 1
     return bytes(out)
