@@ -81,7 +81,7 @@ class DB:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
-            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value), seq)
+            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value, self._wal.synced_offset), seq)
             mem.add(seq, _PUT, key, value)
             self._last_seq = seq
             self._keys_written += 1
@@ -111,7 +111,7 @@ class DB:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
-            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, kind, key, value), seq)
+            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, kind, key, value, self._wal.synced_offset), seq)
             mem.add(seq, kind, key, value)
             self._last_seq = seq
             self._keys_written += 1
@@ -141,7 +141,7 @@ class DB:
                 self._make_room_locked()
             first = self._last_seq + 1
             last = first + n - 1
-            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body), last)
+            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body, self._wal.synced_offset), last)
             self._mem.add_ops(first, ops, nbytes)
             if batch.has_range_dels and not self._sv.range_dels:
                 sv = self._sv  # reads switch to their range-tombstone path before the seq is published

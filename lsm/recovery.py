@@ -188,6 +188,8 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
         sync_interval=opts.sync_interval,
         commit_linger_us=opts.commit_linger_us,
         on_fence=db._on_fence,
+        preallocate=opts.wal_preallocate_bytes,
+        prepare_inline=opts.background == "inline",
     )
     wal.written_seq = last
     wal.durable_seq = last  # replayed segments are synced below, before the new segment starts
@@ -220,6 +222,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
                 f.close()
         if replayed_paths:
             fs.sync_dir(wal_dir)
+    wal.prepare_spare()  # so that the first segment is preallocated too (before any commit, off the lock)
     with db._write_mu:
         seg = wal.start_segment_locked(last + 1)
     db._bg._live_wal.update(replayed_paths)
@@ -270,6 +273,9 @@ def _remove_garbage(fs: Any, path: str, wal_dir: str, vs: VersionSet) -> None:
             fs.remove(filenames.join(path, name))
     for name in vs.obsolete_manifests():  # listed from the directory, which the lock keeps to us
         fs.remove(filenames.join(path, name))
+    spare = filenames.join(wal_dir, filenames.WAL_SPARE)
+    if fs.exists(spare):  # may hold records of a segment whose rename a power cut undid: none acknowledged
+        fs.remove(spare)
     fs.sync_dir(path)
     if wal_dir != path:
         fs.sync_dir(wal_dir)

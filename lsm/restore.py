@@ -535,7 +535,7 @@ def _replay_into(fs: FileSystem, opts: Options, log: _Log, target: str, flushed:
         if buf is None:
             buf = bytearray(encode_segment_header(r.seq))
             seg_start = r.seq - 1
-        buf += encode_record(r.seq, r.count, r.timestamp_us, r.body)
+        buf += encode_record(r.seq, r.count, r.timestamp_us, r.body, 0)  # synced 0: written whole, then synced
         end = last
         if len(buf) >= opts.memtable_size or last == point:
             path = filenames.join(target, filenames.wal_name(seg_start + 1))

@@ -2,8 +2,10 @@
 file, with the outcome of each case computed from the format rules and
 matched exactly.
 
-WAL (docs/format/wal.md, "Torn tail rule" and "Recovery modes"). A log of
-200 commits in four segments, written by the database itself. Cases:
+WAL (docs/format/wal.md, "Torn tail rule", "Version 2" and "Recovery
+modes"). A log of 200 commits in four segments, written by the database
+itself (format version 2), and the same log re-encoded as version-1
+segments (old segments are still read, by the version-1 rules). Cases:
 every byte of the segment header and of the first, a middle and the last
 record of *each* segment (so the first, a middle and the last record of
 the log, and damage in older segments as well as in the newest),
@@ -73,7 +75,6 @@ from lsm.wal.reader import replay
 from tests.reliability_log import record
 
 HS = wf.SEGMENT_HEADER_SIZE
-RH = wf.RECORD_HEADER_SIZE
 MODES = ("tolerate_tail", "absolute", "point_in_time")
 SCALE = max(1, int(os.environ.get("LSM_CORRUPTION_SCALE", "1")))
 DB = "/db"
@@ -97,6 +98,7 @@ class Rec:
     end: int
     seq: int
     count: int
+    synced: int = 0  # version 2: the segment was durable up to here when the record was appended
 
 
 @dataclass
@@ -116,27 +118,46 @@ class WalLog:
     fs: CrashFS  # the closed database, every commit in the WAL
     segs: list[Seg]
     ops: dict[int, list[tuple[bytes, bytes | None]]]  # first seq of a commit -> its ops (None: delete)
+    version: int = wf.FORMAT_VERSION
 
 
-_REC = struct.Struct("<IIQIQ")
-WAL_OPTS = {"background": "inline", "memtable_size": 64 << 20, "wal_segment_size": 4096, "sync": "full"}
+_REC = struct.Struct("<IIQIQQ")
+_REC_V1 = struct.Struct("<IIQIQ")
+WAL_OPTS = {"background": "inline", "memtable_size": 64 << 20, "wal_segment_size": 4400, "sync": "full"}
 
 
 def _parse_segment(data: bytes) -> list[Rec]:
     """The records of an undamaged segment, checked with crc32c directly."""
     assert data[:8] == wf.SEGMENT_MAGIC
+    (version,) = struct.unpack_from("<I", data, 8)
     recs, off = [], HS
     while off < len(data):
-        crc, length, seq, count, _ts = _REC.unpack_from(data, off)
-        end = off + RH + length
+        if version == 1:
+            crc, length, seq, count, _ts = _REC_V1.unpack_from(data, off)
+            synced, end = 0, off + _REC_V1.size + length
+        else:
+            crc, length, seq, count, _ts, synced = _REC.unpack_from(data, off)
+            end = off + _REC.size + length
         assert mask(crc32c(data[off + 4 : end])) == crc
-        recs.append(Rec(off, end, seq, count))
+        recs.append(Rec(off, end, seq, count, synced))
         off = end
     return recs
 
 
-def _commit(db: lsm.DB, i: int, rng: random.Random) -> tuple[int, list[tuple[bytes, bytes | None]]]:
-    """Commit ``i``: a put, a delete, or (every fifth) a batch of 3-5 ops."""
+def _as_version_1(data: bytes) -> bytes:
+    """A version-2 segment re-encoded as version 1 (same records, no synced)."""
+    first = struct.unpack_from("<Q", data, 12)[0]
+    out = bytearray(wf.encode_segment_header(first, wf.FORMAT_VERSION_1))
+    for r in _parse_segment(data):
+        _crc, length, seq, count, ts, _synced = _REC.unpack_from(data, r.offset)
+        out += wf.encode_record_v1(seq, count, ts, data[r.end - length : r.end])
+    return bytes(out)
+
+
+def _commit(
+    db: lsm.DB, i: int, rng: random.Random, sync: lsm.Sync | None = None
+) -> tuple[int, list[tuple[bytes, bytes | None]]]:
+    """Commit ``i`` at ``sync``: a put, a delete, or (every fifth) a batch of 3-5 ops."""
     if i % 5 == 3:
         ops: list[tuple[bytes, bytes | None]] = [
             (b"b%03d-%d" % (i, j), rng.randbytes(rng.randint(0, 30))) for j in range(rng.randint(2, 4))
@@ -145,26 +166,36 @@ def _commit(db: lsm.DB, i: int, rng: random.Random) -> tuple[int, list[tuple[byt
         b = lsm.WriteBatch()
         for k, v in ops:
             b.put(k, v) if v is not None else b.delete(k)
-        return db.write(b) - len(ops) + 1, ops
+        return db.write(b, sync=sync) - len(ops) + 1, ops
     if i % 5 == 2:
         key = b"k%03d" % rng.randrange(i + 1)
-        return db.delete(key), [(key, None)]
+        return db.delete(key, sync=sync), [(key, None)]
     key, value = b"k%03d" % i, rng.randbytes(rng.randint(1, 60))
-    return db.put(key, value), [(key, value)]
+    return db.put(key, value, sync=sync), [(key, value)]
 
 
-@pytest.fixture(scope="module")
-def wal_log() -> WalLog:
+@pytest.fixture(scope="module", params=["v2", "v1", "v2-mixed"])
+def wal_log(request: pytest.FixtureRequest) -> WalLog:
+    """v2: every commit at FULL. v1: the same log re-encoded as version 1.
+    v2-mixed: every fourth commit at FULL, the others at OFF, so that most
+    records carry a ``synced`` that lags behind them (what concurrent
+    committers or a lower sync level write): damage they do not cover is a
+    torn tail under the version-2 rule, though intact records follow it."""
+    version = 1 if request.param == "v1" else 2
+    mixed = request.param == "v2-mixed"
     fs = CrashFS()
     rng = random.Random(20240605)
     ops = {}
     with lsm.open(DB, fs=fs, **WAL_OPTS) as db:
         for i in range(200):
-            seq, o = _commit(db, i, rng)
+            seq, o = _commit(db, i, rng, (lsm.Sync.FULL if i % 4 == 0 else lsm.Sync.OFF) if mixed else None)
             ops[seq] = o
     segs = []
     for name in sorted(n for n in fs.listdir(DB) if filenames.parse_wal(n) is not None):
         data = fs.read_file(filenames.join(DB, name))
+        if version == 1:
+            data = _as_version_1(data)
+            fs.write_file(filenames.join(DB, name), data)
         recs = _parse_segment(data)
         if recs:  # close() may leave an empty newest segment: drop it, the log then ends in records
             segs.append(Seg(name, filenames.parse_wal(name), data, recs))  # type: ignore[arg-type]
@@ -174,7 +205,12 @@ def wal_log() -> WalLog:
     assert [r.seq for s in segs for r in s.recs] == sorted(ops)
     for a, b in pairwise(segs):
         assert b.first == a.recs[-1].seq + a.recs[-1].count
-    return WalLog(fs, segs, ops)
+    if mixed:
+        assert sum(r.synced < r.offset for seg in segs for r in seg.recs) > 100
+    elif version == 2:  # a single FULL writer: each record was appended after the one before it was synced
+        # (the first one of a segment: after the header was, at open, or before anything was, after rotation)
+        assert all(r.synced == r.offset or (i == 0 and r.synced == 0) for seg in segs for i, r in enumerate(seg.recs))
+    return WalLog(fs, segs, ops, version)
 
 
 # ---- the oracle -----------------------------------------------------------------------------------------
@@ -215,6 +251,7 @@ def _expect_wal(log: WalLog, j: int, op: str, pos: int, start_seq: int, mode: st
     rules of docs/format/wal.md alone."""
     segs = log.segs
     n = len(segs)
+    RH = wf.RECORD_HEADER_SIZE if log.version == wf.FORMAT_VERSION else wf.RECORD_HEADER_SIZE_V1
     first = 0  # segments before it are skipped unread: the next one starts at or below start_seq + 1
     while first + 1 < n and segs[first + 1].first <= start_seq + 1:
         first += 1
@@ -236,8 +273,10 @@ def _expect_wal(log: WalLog, j: int, op: str, pos: int, start_seq: int, mode: st
         k = 0
         if op == "truncate":  # a prefix of the header its name implies: torn at creation
             damage = (pos, True, "truncated segment header")
-        else:  # the probe finds the segment's first record after it: not torn
+        elif log.version == 1:  # the probe finds the segment's first record after it: not torn
             damage = (_header_field(pos), False, "bad segment header")
+        else:  # ... and its chain: not torn iff a record saw the header synced
+            damage = (_header_field(pos), not any(r.synced > 0 for r in s.recs), "bad segment header")
     elif op == "truncate":
         k = sum(1 for r in s.recs if r.end <= pos)
         part = new[s.recs[k].offset :]
@@ -257,9 +296,13 @@ def _expect_wal(log: WalLog, j: int, op: str, pos: int, start_seq: int, mode: st
             (length,) = struct.unpack_from("<I", new, r.offset + 4)
             if r.offset + RH + length > len(new):
                 reason = "truncated payload"
-        # Not a tail iff an intact record follows in the file: record k+1 does (found where the damaged
-        # one ends, or by its seq: every batch here has < 128 ops).
-        damage = (r.offset, k == len(s.recs) - 1, reason)
+        # Version 1: not a tail iff an intact record follows in the file: record k+1 does (found where
+        # the damaged one ends, or by its seq: every batch here has < 128 ops). Version 2: not a tail
+        # iff one of the records that follow (record k+1 and its chain) has synced > the damage offset.
+        if log.version == 1:
+            damage = (r.offset, k == len(s.recs) - 1, reason)
+        else:
+            damage = (r.offset, not any(x.synced > r.offset for x in s.recs[k + 1 :]), reason)
 
     kept = before + s.recs[:k]
     later = [seg.path for seg in segs[j + 1 :]]

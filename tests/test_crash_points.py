@@ -5,8 +5,10 @@ EXTRA) run on a CrashFS and are cut before EVERY mutating operation index,
 from database creation to close: put at FULL across WAL rotation, batches,
 mixed levels, flush with obsolete-WAL deletion, compaction with input
 deletion, manifest roll-over with the CURRENT switch. Each cut is checked in
-three unsynced-data outcomes (drop everything unsynced, keep everything, a
-seeded random mix). One outcome per index is then recovered again with a
+four unsynced-data outcomes (drop everything unsynced, keep everything, a
+seeded random mix, and every unsynced tail holed: crashfs.HOLE_BLOCK blocks
+kept, zeroed or garbage independently). One outcome per index is then
+recovered again with a
 second power cut before every operation of that recovery, and must come back
 to exactly the state a clean recovery gives.
 
@@ -157,19 +159,20 @@ def test_every_crash_point(workload):
     total = ref.ops
     assert total > 20
     rng = random.Random(SEED)
-    cuts = second = 0
+    cuts = second = holes = 0
     for i in range(1, total + 1, STRIDE):
         fs = CrashFS()
         extra = []
         rs = random.Random(rng.random())
         fs.crash_hook = lambda fs=fs, extra=extra, rs=rs: extra.extend(
-            [fs.power_cut(mode="keep"), fs.power_cut(rs)])
+            [fs.power_cut(mode="keep"), fs.power_cut(rs), fs.power_cut(rs, mode="holes")])
         fs.arm_crash(i, mode="drop")
         written, attempts, promises = run(fs, workload)
         assert fs.image is not None, f"{workload}: crash point {i} of {total} never reached"
         images = [fs.image] + extra
+        holes += images[3].cut_outcomes.get("holes_wal", 0) > 0
         for n, img in enumerate(images):
-            where = f"{workload}, crash before op {i} of {total} (outcome {('drop', 'keep', 'random')[n]})"
+            where = f"{workload}, crash before op {i} of {total} (outcome {('drop', 'keep', 'random', 'holes')[n]})"
             db = lsm.open("/db", fs=img.clone(), **OPTS)
             try:
                 check(db, 0, {}, written, attempts, promises, {}, where)
@@ -195,7 +198,8 @@ def test_every_crash_point(workload):
             assert got == want, (f"{workload}, crash before op {i}, then before recovery op {j}: "
                                  f"state differs from a clean recovery (last_seq {got[0]} vs {want[0]})")
             second += 1
-    STATS[workload] = {"ops": total, "states": cuts, "second_crash_states": second}
-    print(f"crash points {workload}: {total} op indices, {cuts} crash states checked, "
-          f"{second} second-crash states")
-    record("crash_points", workload=workload, op_indices=total, states=cuts, second_crash_states=second)
+    STATS[workload] = {"ops": total, "states": cuts, "second_crash_states": second, "wal_hole_states": holes}
+    print(f"crash points {workload}: {total} op indices, {cuts} crash states checked "
+          f"({holes} with a hole in a WAL segment), {second} second-crash states")
+    record("crash_points", workload=workload, op_indices=total, states=cuts, second_crash_states=second,
+           wal_hole_states=holes)

@@ -43,6 +43,7 @@ from typing import ClassVar
 import pytest
 
 import lsm
+from lsm.base import filenames
 from lsm.base.crashfs import CrashFS
 from tests.reliability_log import record
 from tests.test_power_cut import OPTS as POWER_CUT_OPTS
@@ -330,9 +331,11 @@ WORKLOADS = [PutFull, MixedLevels, Flush, Compaction, ManifestRollover, Retentio
 def absorbable(kind: str, path: str) -> bool:
     """A failure every call may absorb: a best-effort unlink (an orphan is
     removed at the next open), the human-readable LOG (never fails the
-    database, by contract) and the FENCE marker (best effort while fencing)."""
+    database, by contract), the FENCE marker (best effort while fencing)
+    and the preallocated spare WAL segment (a failed one is never used: the
+    next segment is then created by appending, as with wal_preallocate off)."""
     name = os.path.basename(path)
-    return kind == "remove" or name in ("LOG", "LOG.old", "FENCE")
+    return kind == "remove" or name in ("LOG", "LOG.old", "FENCE", filenames.WAL_SPARE)
 
 
 # ------------------------------------------------------------------ one run

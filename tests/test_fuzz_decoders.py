@@ -394,12 +394,12 @@ def test_regression_wal_probe_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(wr, "_PROBE_BYTES", 1 << 20)
     crc_bytes = _counting(monkeypatch, wr, "masked_crc")
-    damaged = bytearray(wf.encode_record(2, 1, 0, b"xyz"))
+    damaged = bytearray(wf.encode_record(2, 1, 0, b"xyz", 0))
     damaged[-1] ^= 1
     n = 512 << 10
-    candidate = struct.pack("<IIQIQ", 0, n // 2, 3, 1, 0)
-    data = wf.encode_segment_header(1) + wf.encode_record(1, 1, 0, b"abc") + bytes(damaged)
-    data += (candidate * (n // 28 + 1))[:n]
+    candidate = struct.pack("<IIQIQQ", 0, n // 2, 3, 1, 0, 0)
+    data = wf.encode_segment_header(1) + wf.encode_record(1, 1, 0, b"abc", 0) + bytes(damaged)
+    data += (candidate * (n // 36 + 1))[:n]
     s = wr.scan_segment_bytes(data, "/w/00000000000000000001.wal")
     assert s.damage is not None and not s.damage.is_tail and "cannot rule out" in s.damage.detail
     assert crc_bytes[0] <= (1 << 20) + n  # it was 10 000 * n / 2: 2.5 GiB

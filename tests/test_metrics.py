@@ -48,7 +48,7 @@ def test_sync_latency_ring_keeps_the_last_samples():
     n = SYNC_LATENCY_SAMPLES + 100
     for seq in range(1, n + 1):
         with mu:
-            wal.append_locked(encode_record(seq, 1, 0, b"x"), seq)
+            wal.append_locked(encode_record(seq, 1, 0, b"x", wal.synced_offset), seq)
         wal.sync_to(seq)
     lat = wal.sync_latency()
     assert wal.syncs == n and lat["samples"] == SYNC_LATENCY_SAMPLES

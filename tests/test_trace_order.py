@@ -122,10 +122,13 @@ class Recorder:
 
 # ------------------------------------------------------------------ the shadow
 class Node:
-    __slots__ = ("data", "dirty", "is_dir", "scan", "synced")
+    __slots__ = ("data", "dirty", "is_dir", "pos", "scan", "synced")
 
     def __init__(self, is_dir: bool = False, data: bytes = b""):
         self.is_dir = is_dir
+        # None: writes append. A preallocated WAL segment (the spare renamed into
+        # place) is written in place from offset 0 (WalWriter, fs.open_overwrite).
+        self.pos: int | None = None
         self.data = bytearray(data)
         self.synced = bytes(data)  # content as of the last sync
         self.dirty = False  # written (or truncated) since the last sync
@@ -280,9 +283,11 @@ class Checker:
             self._check_rename(op)
         if kind == "remove":
             self._check_remove(op)
-        if kind == "create" and self._is_segment(path):
+        new_segment = (path if kind == "create" else op.info if kind == "rename" and
+                       posixpath.basename(path) == filenames.WAL_SPARE else None)  # created, or the spare renamed
+        if new_segment is not None and self._is_segment(new_segment):
             for p, node in self.files.items():
-                if p != path and self._is_segment(p) and not node.is_dir:
+                if p != new_segment and p != path and self._is_segment(p) and not node.is_dir:
                     self.checks["wal-sealed-synced"] += 1
                     if node.dirty:
                         self.violate("wal-sealed-synced", op, f"older segment {p} has unsynced content")
@@ -308,12 +313,17 @@ class Checker:
             else:
                 node.data = bytearray()
                 node.dirty = True
+                node.pos = None
         elif kind == "write":
             node = files.get(path)
             if node is None:
                 self.violate("checker", op, "write to a path the shadow does not know")
                 return
-            node.data += op.info
+            if node.pos is None:
+                node.data += op.info
+            else:
+                node.data[node.pos : node.pos + len(op.info)] = op.info
+                node.pos += len(op.info)
             node.dirty = True
         elif kind == "sync":
             node = files.get(path)
@@ -334,6 +344,8 @@ class Checker:
             node = files.pop(path, None)
             if node is not None:
                 files[op.info] = node
+                if posixpath.basename(path) == filenames.WAL_SPARE:
+                    node.pos = 0
                 if op.info == posixpath.join(self.dbdir, filenames.CURRENT):
                     self.pending_current = op.index
         elif kind == "remove":
@@ -345,11 +357,18 @@ class Checker:
             node = files.get(path)
             if node is not None:
                 size = op.info
+                # A sealed preallocated WAL segment cut to its records: only zeros go, which
+                # read as the end of data either way, so its synced content stays settled.
+                zeros_cut = (self._is_segment(path) and not node.dirty and size <= len(node.data)
+                             and not any(node.data[size:]))
                 if size < len(node.data):
                     del node.data[size:]
                 else:
                     node.data += bytes(size - len(node.data))
-                node.dirty = True
+                if zeros_cut:
+                    node.synced = bytes(node.data)
+                else:
+                    node.dirty = True
         elif kind == "mkdir":
             p = path
             missing = []

@@ -45,16 +45,19 @@ def test_encode_op_record_is_encode_record_of_a_one_op_body():
                rng.randbytes(rng.randrange(40)), rng.randbytes(rng.randrange(300))) for _ in range(200)]
     for seq, ts, kind, key, value in cases:
         body = OP_HEADER.pack(kind, len(key), len(value)) + key + value
-        assert encode_op_record(seq, ts, kind, key, value) == encode_record(seq, 1, ts, body)
+        synced = rng.choice((0, 24, rng.randrange(1 << 64)))
+        assert encode_op_record(seq, ts, kind, key, value, synced) == encode_record(seq, 1, ts, body, synced)
 
 
 def test_encode_op_record_rejects_out_of_range_fields():
     with pytest.raises(ValueError, match="sequence number"):
-        encode_op_record(MAX_SEQ + 1, 0, PUT, b"k", b"v")
+        encode_op_record(MAX_SEQ + 1, 0, PUT, b"k", b"v", 0)
     with pytest.raises(ValueError, match="out of range"):
-        encode_op_record(-1, 0, PUT, b"k", b"v")
+        encode_op_record(-1, 0, PUT, b"k", b"v", 0)
     with pytest.raises(ValueError, match="out of range"):
-        encode_op_record(1, 1 << 64, PUT, b"k", b"v")
+        encode_op_record(1, 1 << 64, PUT, b"k", b"v", 0)
+    with pytest.raises(ValueError, match="out of range"):
+        encode_op_record(1, 0, PUT, b"k", b"v", 1 << 64)
 
 
 # ---------------------------------------------------------------- batch body
@@ -262,4 +265,4 @@ def test_struct_layout_of_the_combined_header():
     # The combined pack is the record header tail followed by the op header.
     from lsm.wal import format as wf
     assert wf._RECORD_TAIL_OP.size == wf.RECORD_HEADER_SIZE - 4 + OP_HEADER.size
-    assert struct.calcsize("<IQIQ") + OP_HEADER.size == wf._RECORD_TAIL_OP.size
+    assert struct.calcsize("<IQIQQ") + OP_HEADER.size == wf._RECORD_TAIL_OP.size  # v2: length, seq, count, timestamp, synced

@@ -21,8 +21,10 @@ it. Here the two halves live in different processes:
   could be in after a power cut at that moment, with the rules of CrashFS:
   each unsynced directory change applied or reverted independently, in
   order (a rename inside one directory is one atomic change); each file's
-  unsynced tail dropped, kept, torn, or torn and followed by zeros or
-  garbage; a rewritten file either its old durable content or its new one.
+  unsynced tail dropped, kept, torn, torn and followed by zeros or
+  garbage, or holed (``lsm.base.crashfs.HOLE_BLOCK`` blocks kept, zeroed or
+  garbage independently); a rewritten file either its old durable content
+  or its new one.
   The result is written as a fresh directory in place of the old one, and
   everything in it is then durable.
 
@@ -66,6 +68,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lsm.base.crashfs import _holes
 from lsm.base.fs import FileLock, FileSystem, WritableFile
 
 SEP = "\t"
@@ -131,6 +134,16 @@ class SyncTrackingFS(FileSystem):
         self._emit("C", os.fstat(f.fd).st_ino, path)
         return f
 
+    def open_overwrite(self, path: str) -> WritableFile:
+        # Written in place from offset 0: journalled as a rewrite (old or new
+        # content until the next sync); after that sync the synced length is
+        # the bytes written, and the rest of the file is the unsynced tail.
+        path = os.path.abspath(path)
+        ino, saved = self._save(path)
+        out: list[WritableFile] = []
+        self._journalled(lambda: out.append(super(SyncTrackingFS, self).open_overwrite(path)), "W", ino, saved, 0)
+        return out[0]
+
     def truncate(self, path: str, size: int) -> None:
         path = os.path.abspath(path)
         ino, saved = self._save(path)
@@ -193,6 +206,7 @@ class _Inode:
     durable_len: int = 0  # bytes [0, durable_len) of its content are on disk
     saved: str | None = None  # rewritten below durable_len: the old content (shadow name)
     saved_at: int = 0  # line number of the rewrite
+    prealloc: bool = False  # written in place over synced zeros (a preallocated WAL segment)
 
 
 @dataclass
@@ -207,7 +221,7 @@ class CutFigures:
     notes: list[str] = field(default_factory=list)
 
 
-TAIL_OUTCOMES = ("dropped", "kept", "torn", "torn+zeros", "torn+garbage")
+TAIL_OUTCOMES = ("dropped", "kept", "torn", "torn+zeros", "torn+garbage", "holes")
 
 
 class DurableModel:
@@ -282,6 +296,8 @@ class DurableModel:
             self._change(d, (name, ino))
         elif kind == "W":
             node = self._inode(int(f[1]), line)
+            if int(f[3]) == 0 and node.durable_len > 0:
+                node.prealloc = True  # open_overwrite of a synced file: the spare's zeros stay durable
             if node.saved is None and int(f[3]) < node.durable_len:
                 node.saved, node.saved_at = f[2], self.n
         elif kind == "S":
@@ -437,6 +453,22 @@ class DurableModel:
         with open(src, "rb") as fh:
             data = fh.read()
         base, tail = data[: node.durable_len], data[node.durable_len :]
+        if node.prealloc:
+            # Written in place over synced zeros: the zeros past the last
+            # byte written are durable (never garbage), and a lost write
+            # reads as those zeros (the file keeps its length).
+            written = tail.rstrip(b"\0")
+            zeros = bytes(len(tail) - len(written))
+            if outcome == "holes":
+                note(outcome, f"(preallocated; synced {node.durable_len}, {len(written)} bytes written after)")
+                return _holes(base, written, rng, {}, bytes(len(written))) + zeros
+            cut = 0 if outcome == "dropped" else rng.randrange(len(written) + 1)
+            note(outcome, f"(preallocated; synced {node.durable_len}, {cut} of {len(written)} unsynced bytes kept)")
+            rest = rng.randbytes(len(written) - cut) if outcome == "torn+garbage" else bytes(len(written) - cut)
+            return base + written[:cut] + rest + zeros
+        if outcome == "holes":  # HOLE_BLOCK blocks kept, zeroed or garbage independently (as CrashFS)
+            note(outcome, f"(synced {node.durable_len} of {size} bytes)")
+            return _holes(base, tail, rng, {})
         cut = 0 if outcome == "dropped" else rng.randrange(len(tail) + 1)
         note(outcome, f"(synced {node.durable_len} of {size} bytes, {cut} unsynced bytes kept)")
         if outcome == "dropped" or outcome == "torn":

@@ -17,12 +17,26 @@ could be in after power is lost now:
   directory fsync may be missing or under its old name;
 * each file keeps its synced content; its unsynced tail (bytes appended
   since the last sync) is dropped, kept, cut at a random point (a torn
-  write), or cut and followed by zeros or garbage of the same length. A file
-  rewritten below its synced length (truncate, O_TRUNC) is either its synced
-  content or its current content.
+  write), cut and followed by zeros or garbage of the same length, or
+  holed: split into ``HOLE_BLOCK``-byte blocks (at file offsets that are
+  multiples of it) each of which is independently kept, zeroed or
+  garbage, the file being its full length or cut at a block boundary (a
+  disk persists the unsynced blocks of the page cache in any order, so a
+  later block can survive an earlier one). A file written in place
+  (``open_overwrite``: a preallocated WAL segment) has the same outcomes
+  over the region from the lowest offset written since its last sync,
+  except that a lost byte there reads as what the disk held before (the
+  synced content; zeros past it), or garbage: the unsynced writes revert
+  to the old bytes, torn or holed, never "whole old or whole new". A file
+  rewritten below its synced length (truncate, O_TRUNC) is either its
+  synced content or its current content.
 
 ``mode="drop"`` keeps only what was synced; ``mode="keep"`` keeps everything
-(what a killed process leaves behind: the OS outlives it).
+(what a killed process leaves behind: the OS outlives it); ``mode="holes"``
+is ``random`` with every unsynced tail holed. The image counts the outcomes
+it chose in ``cut_outcomes`` (``"holes"``: a tail with a lost block before
+a kept one, that is, an intact block after damage; ``"holes_wal"``: those
+in files named ``*.wal``).
 
 Crash points and faults. Every mutating operation (create, write, sync,
 sync_dir, rename, remove, link, truncate, mkdir, preallocate) gets an index
@@ -60,24 +74,34 @@ from dataclasses import dataclass, field
 
 from lsm.base.fs import FileSystem, ReadableFile, WritableFile, current_site
 
+HOLE_BLOCK = 512
+"""Granularity of the ``holes`` power-cut outcome: the sector, the unit a
+disk writes atomically. A 4 KiB page of the page cache reaches the platter
+as 8 sectors that a power cut can also split, so 512-byte holes include
+every 4 KiB outcome; and the tests' WAL segments (a few KiB) then hold
+several blocks of unsynced tail, so holes actually occur in them."""
+
 _MUTATING = frozenset(
     ("create", "write", "sync", "sync_dir", "rename", "remove", "link", "truncate", "mkdir", "preallocate")
 )
 
 
 class _Inode:
-    __slots__ = ("data", "durable", "late_error", "tail_only")
+    __slots__ = ("data", "durable", "late_error", "lo", "tail_only")
 
     def __init__(self) -> None:
         self.late_error: Fault | None = None  # a write-back error the next sync reports
         self.data = bytearray()  # what reads see
         self.durable = bytearray()  # on the platter as of the last sync
         # True while data[:len(durable)] == durable (only appends since the
-        # last sync), so a power cut can keep any prefix of the tail.
+        # last sync), so a power cut can keep any prefix of the tail; or,
+        # with ``lo`` set, while only in-place writes (open_overwrite) at or
+        # after ``lo`` changed it: data[:lo] == durable[:lo].
         self.tail_only = True
+        self.lo: int | None = None  # lowest offset overwritten in place since the last sync
 
     def is_dirty(self) -> bool:
-        return not self.tail_only or len(self.data) != len(self.durable)
+        return not self.tail_only or len(self.data) != len(self.durable) or self.lo is not None
 
 
 class _Dir:
@@ -180,6 +204,9 @@ class CrashFS(FileSystem):
         # the length of a preallocate; else None. ``path`` is as in ``trace``
         # (a rename's source, a link's destination).
         self.trace_hook = None
+        # In an image made by power_cut: how often each unsynced-tail outcome
+        # was chosen ("holes": a lost block before a kept one).
+        self.cut_outcomes: dict[str, int] = {}
 
     # ------------------------------------------------------------ plumbing
     @staticmethod
@@ -298,12 +325,18 @@ class CrashFS(FileSystem):
                 node.data = bytearray()
                 if node.durable:
                     node.tail_only = False
+                    node.lo = None
             return self._new_writable(path, node, 0)
 
     def open_append(self, path: str) -> WritableFile:
         with self._mu:
             node = self._file(path)
             return self._new_writable(path, node, len(node.data))
+
+    def open_overwrite(self, path: str) -> WritableFile:
+        with self._mu:
+            node = self._file(path)
+            return self._new_writable(path, node, 0)
 
     def _new_writable(self, path: str, node: _Inode, size: int) -> WritableFile:
         fd = self._next_fd
@@ -337,12 +370,13 @@ class CrashFS(FileSystem):
             end = len(node.data)
             if pos == end:
                 node.data += data
-            else:  # at the descriptor's position, as os.write: over preallocated zeros, or past a hole
-                if pos > end:
-                    node.data += bytes(pos - end)
+            elif pos > end:  # at the descriptor's position, past a hole: zeros between
+                node.data += bytes(pos - end)
+                node.data += data
+            else:  # in place (open_overwrite): over a preallocated segment's zeros
+                if pos < len(node.durable) and node.tail_only:
+                    node.lo = pos if node.lo is None else min(node.lo, pos)
                 node.data[pos:pos + n] = data
-                if pos < len(node.durable):
-                    node.tail_only = False
             return n
 
     def _sync(self, f: WritableFile, data_only: bool) -> None:
@@ -358,11 +392,14 @@ class CrashFS(FileSystem):
                 # written so far is what a power cut drops.
                 node.late_error = pending
                 return
-            if node.tail_only and len(node.data) >= len(node.durable):
+            if node.tail_only and node.lo is not None:
+                node.durable[node.lo:] = node.data[node.lo:]
+            elif node.tail_only and len(node.data) >= len(node.durable):
                 node.durable += node.data[len(node.durable):]
             else:
                 node.durable = bytearray(node.data)
             node.tail_only = True
+            node.lo = None
         if self.sync_latency:
             time.sleep(self.sync_latency)
 
@@ -430,6 +467,7 @@ class CrashFS(FileSystem):
                 node.data += bytes(size - len(node.data))
             if size < len(node.durable):
                 node.tail_only = False
+                node.lo = None
 
     def exists(self, path: str) -> bool:
         with self._mu:
@@ -490,19 +528,21 @@ class CrashFS(FileSystem):
         """A new CrashFS holding what the disk could hold if power were
         lost now (see the module docstring for ``mode``). Everything in it
         is durable. This filesystem is not changed."""
-        if mode not in ("random", "drop", "keep"):
+        if mode not in ("random", "drop", "keep", "holes"):
             raise ValueError(f"unknown power-cut mode {mode!r}")
         rng = rng or random.Random(0)
         with self._mu:
             out = CrashFS()
             memo: dict[int, _Inode] = {}
-            out._root = self._cut_dir(self._root, rng, mode, memo)
+            out._root = self._cut_dir(self._root, rng, mode, memo, out.cut_outcomes)
             return out
 
-    def _cut_dir(self, d: _Dir, rng: random.Random, mode: str, memo: dict[int, _Inode]) -> _Dir:
+    def _cut_dir(
+        self, d: _Dir, rng: random.Random, mode: str, memo: dict[int, _Inode], outcomes: dict[str, int]
+    ) -> _Dir:
         entries = dict(d.durable)
         for group in d.log:
-            if mode == "keep" or (mode == "random" and rng.random() < 0.5):
+            if mode == "keep" or (mode in ("random", "holes") and rng.random() < 0.5):
                 for name, node in group:
                     if node is None:
                         entries.pop(name, None)
@@ -512,11 +552,14 @@ class CrashFS(FileSystem):
         for name in sorted(entries):
             node = entries[name]
             if isinstance(node, _Dir):
-                new.entries[name] = self._cut_dir(node, rng, mode, memo)
+                new.entries[name] = self._cut_dir(node, rng, mode, memo, outcomes)
             else:
                 got = memo.get(id(node))
                 if got is None:
-                    got = memo[id(node)] = _cut_file(node, rng, mode)
+                    n = outcomes.get("holes", 0)
+                    got = memo[id(node)] = _cut_file(node, rng, mode, outcomes)
+                    if name.endswith(".wal") and outcomes.get("holes", 0) > n:
+                        outcomes["holes_wal"] = outcomes.get("holes_wal", 0) + 1
                 new.entries[name] = got
         new.durable = dict(new.entries)
         return new
@@ -542,7 +585,7 @@ class CrashFS(FileSystem):
         return out
 
 
-def _cut_file(node: _Inode, rng: random.Random, mode: str) -> _Inode:
+def _cut_file(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, int]) -> _Inode:
     out = _Inode()
     if mode == "keep" or not node.is_dirty():
         content = bytes(node.data)
@@ -550,11 +593,15 @@ def _cut_file(node: _Inode, rng: random.Random, mode: str) -> _Inode:
         content = bytes(node.durable)
     elif not node.tail_only:
         content = bytes(node.data) if rng.random() < 0.5 else bytes(node.durable)
+    elif node.lo is not None:  # written in place since the last sync
+        content = _cut_overwritten(node, rng, mode, outcomes)
     else:
         base = bytes(node.durable)
         tail = bytes(node.data[len(base):])
-        outcome = rng.randrange(5)
-        if outcome == 0:  # dropped
+        outcome = 5 if mode == "holes" else rng.randrange(6)
+        if outcome == 5:
+            content = _holes(base, tail, rng, outcomes)
+        elif outcome == 0:  # dropped
             content = base
         elif outcome == 1:  # kept
             content = base + tail
@@ -569,3 +616,59 @@ def _cut_file(node: _Inode, rng: random.Random, mode: str) -> _Inode:
     out.data = bytearray(content)
     out.durable = bytearray(content)
     return out
+
+
+def _cut_overwritten(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, int]) -> bytes:
+    """A power cut of a file written in place since its last sync (from
+    ``node.lo`` on): dropped (the synced content), kept, torn at a random
+    point (the rest reverts to the old bytes, or reads as zeros or
+    garbage), or holed."""
+    lo = node.lo
+    assert lo is not None
+    old, new = bytes(node.durable), bytes(node.data)
+    outcome = 5 if mode == "holes" else rng.randrange(6)
+    if outcome == 0:
+        return old
+    if outcome == 1:
+        return new
+    if outcome == 5:
+        return _holes(new[:lo], new[lo:], rng, outcomes, old[lo:])
+    cut = lo + rng.randrange(len(new) - lo + 1)
+    n = len(new) - cut
+    filler = old[cut:len(new)] if outcome == 2 else bytes(n) if outcome == 3 else rng.randbytes(n)
+    return new[:cut] + filler.ljust(n, b"\0") + old[len(new):]
+
+
+def _holes(base: bytes, tail: bytes, rng: random.Random, outcomes: dict[str, int], old: bytes = b"") -> bytes:
+    """The ``holes`` outcome for an unsynced ``tail`` after the synced
+    ``base``: each ``HOLE_BLOCK`` block of the tail (the first one may be
+    partial, starting at ``len(base)``) kept, lost or garbage
+    independently; the file its full length or cut at a block boundary
+    (never below its synced length). A lost block reads as what the disk
+    held there before: ``old`` (synced bytes at the same offsets, for a file
+    written in place), zeros past it."""
+    start = len(base)
+    end = start + len(tail)
+    floor = start + len(old)  # the synced length: a power cut never shortens a file below it
+    first = max((start // HOLE_BLOCK + 1) * HOLE_BLOCK, -(-floor // HOLE_BLOCK) * HOLE_BLOCK)
+    if first < end and rng.random() < 0.5:
+        end = rng.randrange(first, end, HOLE_BLOCK)
+    out = bytearray(base)
+    pos = start
+    lost = holed = False
+    while pos < end:
+        nxt = min((pos // HOLE_BLOCK + 1) * HOLE_BLOCK, end)
+        chunk = tail[pos - start : nxt - start]
+        r = rng.randrange(3)
+        if r == 0:
+            out += chunk
+            holed = holed or lost
+        else:
+            out += old[pos - start : nxt - start].ljust(len(chunk), b"\0") if r == 1 else rng.randbytes(len(chunk))
+            lost = True
+        pos = nxt
+    if end - start < len(old):
+        out += old[end - start :]
+    key = "holes" if holed else "holes_without_hole"
+    outcomes[key] = outcomes.get(key, 0) + 1
+    return bytes(out)

@@ -56,6 +56,15 @@ def wal_name(first_seq: int) -> str:
     return "%020d.wal" % first_seq
 
 
+WAL_SPARE = "wal-spare.tmp"
+"""The next WAL segment, preallocated (zero-filled and synced) in the WAL
+directory before it is needed and renamed into place at rotation
+(``WalWriter.prepare_spare``). Not a segment name: replay, archive,
+checkpoint and verify never take it for one; open removes a leftover one
+(a ``.tmp`` name: also removed with the other temp files when the WAL
+directory is the database directory)."""
+
+
 def archived_wal_name(first_seq: int, archived_us: int) -> str:
     """Name of a segment in the archive directory (see the module docstring)."""
     return f"{first_seq:020d}-{archived_us:020d}.wal"

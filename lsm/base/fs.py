@@ -174,6 +174,13 @@ class FileSystem:
         size = os.lseek(fd, 0, os.SEEK_END)
         return WritableFile(self, path, fd, size)
 
+    def open_overwrite(self, path: str) -> WritableFile:
+        """Open an existing file for writing from offset 0 without truncating
+        it: bytes past what is written keep their content (a preallocated
+        WAL segment's synced zeros); ``size`` counts the bytes written."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        return WritableFile(self, path, fd, 0)
+
     def open_read(self, path: str) -> ReadableFile:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:

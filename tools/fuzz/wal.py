@@ -20,19 +20,44 @@ _WAL_PATH = "/w/00000000000000000005.wal"
 _REC = struct.Struct("<IIQIQ")
 
 
-def _wal_segment(first: int, tail: bytes = b"") -> bytes:
-    data = bytearray(L.wal_format.encode_segment_header(first))
+def _wal_segment(first: int, tail: bytes = b"", *, version: int = 2, lag: int = 0) -> bytes:
+    """A segment of the sample batches. Version 2 records carry ``synced``
+    as a FULL writer writes it (each record's own offset), or ``lag``
+    records behind it (as while a group sync runs: the rule then forgives
+    damage that an older ``synced`` does not cover)."""
+    wf = L.wal_format
+    data = bytearray(wf.encode_segment_header(first, version))
     seq = first
+    ends = [len(data)]  # ends[k]: where record k starts
     for i, ops in enumerate(sample_batches() * 2):
-        data += L.wal_format.encode_record(seq, len(ops), 1_700_000_000_000_000 + i, batch_body(ops))
+        ts, body = 1_700_000_000_000_000 + i, batch_body(ops)
+        if version == 1:
+            data += wf.encode_record_v1(seq, len(ops), ts, body)
+        else:
+            k = len(ends) - 1 - lag
+            data += wf.encode_record(seq, len(ops), ts, body, ends[k] if k >= 0 else 0)
+        ends.append(len(data))
         seq += len(ops)
     return bytes(data) + tail
+
+
+def _wal_version(data: bytes) -> int:
+    """The version a (maybe damaged) segment header claims: 1 or 2 (2 when unknown)."""
+    return 1 if len(data) >= 12 and struct.unpack_from("<I", data, 8)[0] == 1 else 2
+
+
+def _reencode(r: Any, version: int) -> bytes:
+    wf = L.wal_format
+    if version == 1:
+        return wf.encode_record_v1(r.seq, r.count, r.timestamp_us, r.body)
+    return wf.encode_record(r.seq, r.count, r.timestamp_us, r.body, r.synced)
 
 
 def fix_wal(data: bytes) -> bytes:
     """Recompute the header crc and every record crc along the length chain."""
     b = bytearray(data)
-    hs, rh = L.wal_format.SEGMENT_HEADER_SIZE, L.wal_format.RECORD_HEADER_SIZE
+    hs = L.wal_format.SEGMENT_HEADER_SIZE
+    rh = L.wal_format.RECORD_HEADER_SIZE_V1 if _wal_version(data) == 1 else L.wal_format.RECORD_HEADER_SIZE
     if len(b) >= hs:
         struct.pack_into("<I", b, hs - 4, _masked(b[: hs - 4]))
     off = hs
@@ -47,11 +72,11 @@ def fix_wal(data: bytes) -> bytes:
 
 
 def _check_scan(s: Any, data: bytes, first: int | None) -> None:
-    rh = L.wal_format.RECORD_HEADER_SIZE
+    rh = L.wal_format.RECORD_HEADER_SIZE_V1 if s.version == 1 else L.wal_format.RECORD_HEADER_SIZE
     expect = s.first_seq
     end = s.valid_end
     for r in s.records:
-        raw = L.wal_format.encode_record(r.seq, r.count, r.timestamp_us, r.body)
+        raw = _reencode(r, s.version)
         check(
             data[r.offset : r.offset + len(raw)] == raw,
             f"record at {r.offset} does not re-encode to its bytes",
@@ -119,7 +144,7 @@ def run_wal_replay(data: bytes) -> str:
             for x in r.records:
                 check(x.seq == expect, f"{mode}: record {x.seq}, expected {expect}")
                 seg = files[os.path.basename(x.path)]
-                raw = L.wal_format.encode_record(x.seq, x.count, x.timestamp_us, x.body)
+                raw = _reencode(x, _wal_version(seg))
                 check(seg[x.offset : x.offset + len(raw)] == raw, f"{mode}: record does not re-encode")
                 expect = x.seq + x.count
             check(r.last_seq == expect - 1, f"{mode}: last_seq {r.last_seq}, records end at {expect - 1}")
@@ -143,7 +168,13 @@ def targets() -> list[Target]:
         Target(
             "wal_segment",
             run_wal_segment,
-            lambda: [_wal_segment(5), _wal_segment(5, bytes(64)), L.wal_format.encode_segment_header(5)],
+            lambda: [
+                _wal_segment(5),
+                _wal_segment(5, bytes(64)),
+                _wal_segment(5, lag=3),
+                _wal_segment(5, version=1),
+                L.wal_format.encode_segment_header(5),
+            ],
             fix_wal,
             "scan_segment_bytes of one segment",
         ),
@@ -153,6 +184,7 @@ def targets() -> list[Target]:
             lambda: [
                 _wal_segment(1) + _SEP + _wal_segment(27),
                 _wal_segment(1) + _SEP + _wal_segment(27) + _SEP + L.wal_format.encode_segment_header(53),
+                _wal_segment(1, version=1) + _SEP + _wal_segment(27, lag=2),
             ],
             fix_wal_replay,
             "replay of up to six segments, every mode, two start points",
