@@ -144,10 +144,9 @@ def encode_block(keys: list[bytes], trailers: list[int] | array[int], values: li
     return b"".join([U32.pack(n), offs.tobytes(), tr.tobytes(), *items])
 
 
-def decode_block(p: bytes, check_offsets: bool = False) -> tuple[list[bytes], list[int], list[bytes]]:
-    """``(keys, trailers, values)`` of a block payload. Raises ValueError when
-    the layout is inconsistent. ``check_offsets`` also verifies that the
-    offsets never decrease (for payloads whose checksum was not verified)."""
+def _block_arrays(p: bytes, check_offsets: bool) -> tuple[int, array, array]:
+    """``(n, offsets, trailers)`` of a block payload, checked (ValueError):
+    the one parse that :func:`decode_block` and :class:`BlockView` share."""
     size = len(p)
     if size < 8:
         raise ValueError(f"block payload of {size} bytes is too short")
@@ -168,6 +167,14 @@ def decode_block(p: bytes, check_offsets: bool = False) -> tuple[list[bytes], li
         ol = o.tolist()
         if ol != sorted(ol):
             raise ValueError("block offsets decrease")
+    return n, o, t
+
+
+def decode_block(p: bytes, check_offsets: bool = False) -> tuple[list[bytes], list[int], list[bytes]]:
+    """``(keys, trailers, values)`` of a block payload. Raises ValueError when
+    the layout is inconsistent. ``check_offsets`` also verifies that the
+    offsets never decrease (for payloads whose checksum was not verified)."""
+    n, o, t = _block_arrays(p, check_offsets)
     # The fastest decoder measured (M3): one comprehension slicing the
     # payload bytes between successive offsets (pairwise and zip(o, o[1:])
     # measured equal).
@@ -190,26 +197,7 @@ class BlockView:
     __slots__ = ("n", "o", "p", "t")
 
     def __init__(self, p: bytes, check_offsets: bool = False) -> None:
-        size = len(p)
-        if size < 8:
-            raise ValueError(f"block payload of {size} bytes is too short")
-        n = U32.unpack_from(p)[0]
-        base = 16 * n + 8
-        if base > size:
-            raise ValueError(f"block of {size} bytes cannot hold {n} entries")
-        o = array("I")
-        o.frombytes(p[4 : 8 * n + 8])
-        t = array("Q")
-        t.frombytes(p[8 * n + 8 : base])
-        if not _LITTLE:
-            o.byteswap()
-            t.byteswap()
-        if o[0] != base or o[-1] != size:
-            raise ValueError("block offsets do not span its data area")
-        if check_offsets:
-            ol = o.tolist()
-            if ol != sorted(ol):
-                raise ValueError("block offsets decrease")
+        n, o, t = _block_arrays(p, check_offsets)
         self.p = p
         self.o = o
         self.t = t
