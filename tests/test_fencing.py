@@ -52,7 +52,7 @@ def check_acked(db, acked):
 
 
 @pytest.mark.parametrize("kind,site", [
-    ("sync", "wal"), ("write", None), ("sync_dir", "wal"), ("create", "wal"),
+    ("sync", "wal"), ("write", None), ("sync_dir", "wal"), ("create", "wal"), ("rename", "wal"),
     ("write", "flush"), ("sync", "flush"), ("sync", "manifest"), ("write", "manifest"),
     ("sync_dir", "manifest"), ("write", "compaction"), ("sync", "compaction"),
 ])
@@ -60,7 +60,10 @@ def check_acked(db, acked):
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC])
 def test_nth_failure_fences_and_reopen_recovers(kind, site, nth, err):
     fs = CrashFS()
-    db = lsm.open("/db", fs=fs, background="inline", **OPTS)
+    # A WAL segment is created (create at site wal) without preallocation,
+    # and is the spare renamed into place (rename at site wal) with it.
+    opts = dict(OPTS, wal_preallocate=(kind, site) != ("create", "wal"))
+    db = lsm.open("/db", fs=fs, background="inline", **opts)
     rule = fs.fail(kind, nth, err, site=site, path=None if kind in ("sync_dir",) else None)
     acked = []
     e = workload(db, acked)
