@@ -13,7 +13,9 @@ failing test counts; the run exits non-zero).
 
 Sizes: ``--scale K`` multiplies every family's default size (crash rounds,
 kill cycles, fault sweep and short writes, metamorphic and fuzz examples,
-strace depth); ``--scale 1`` is what CI runs.
+strace depth, the share of second-crash sweeps in the every-crash-point
+families; from 4 on those check every outcome and sweep after every index);
+``--scale 1`` is what CI runs.
 
     python tools/reliability.py                 # CI size, writes RELIABILITY.md
     python tools/reliability.py --scale 20      # an hour or more
@@ -36,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FILES = [
     "test_crash_points.py",
+    "test_crash_points_group.py",
     "test_power_cut.py",
     "test_trace_order.py",
     "test_fault_sweep.py",
@@ -50,7 +53,13 @@ FILES = [
     "test_strace_faults.py",
     # the unit tests of the covered modules, so that coverage is the suite's
     "test_wal_reader.py",
+    "test_wal_reader_edges.py",
+    "test_wal_v2.py",
+    "test_wal_prealloc.py",
     "test_wal_format.py",
+    "test_group_commit.py",
+    "test_manifest_checks.py",
+    "test_fs_edges.py",
     "test_manifest.py",
     "test_crashfs.py",
     "test_fs.py",
@@ -73,7 +82,8 @@ SIZES = {
     "LSM_STRACE_MAX_N": 10,
 }
 
-COVERED = ("lsm/wal/", "lsm/manifest/", "lsm/recovery.py", "lsm/base/fs.py", "lsm/base/crashfs.py")
+COVERED = ("lsm/wal/", "lsm/manifest/", "lsm/recovery.py", "lsm/base/fs.py", "lsm/base/crashfs.py",
+           "lsm/base/powercut.py")
 
 
 def summarize(lines: list[dict]) -> dict[str, dict[str, float]]:
@@ -179,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, LSM_RELIABILITY_LOG=log)
     for k, v in SIZES.items():
         env.setdefault(k, str(max(1, round(v * args.scale))))
+    # every crash point: the share of repeated recovery shapes swept by a
+    # second crash grows with the scale; from 4 on, the full sweep
+    env.setdefault("LSM_CRASH_POINT_SECOND_SAMPLE", str(max(1, round(8 / args.scale))))
+    env.setdefault("LSM_GROUP_CRASH_SECOND_EVERY", str(max(1, round(8 / args.scale))))
+    if args.scale >= 4:
+        env.setdefault("LSM_CRASH_POINT_ALL", "1")
+        env.setdefault("LSM_GROUP_CRASH_ALL", "1")
     pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
     pytest_args += [os.path.join("tests", f) for f in files]
     use_cov = not args.no_coverage
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     covfile = os.path.join(tmp, ".coverage")
     if use_cov:
         cmd = [sys.executable, "-m", "coverage", "run", "--branch", f"--data-file={covfile}",
-               "--source=lsm.wal,lsm.manifest,lsm.recovery,lsm.base.fs,lsm.base.crashfs"] + pytest_args
+               "--source=" + ",".join(m.replace("/", ".").removesuffix(".py").rstrip(".") for m in COVERED)] + pytest_args
     else:
         cmd = [sys.executable] + pytest_args
     t0 = datetime.datetime.now()

@@ -80,6 +80,9 @@ def run_one(workdir: str, mode: str, syscall: str | None, when: str | None) -> d
         cmd = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", log, "-e", f"trace={syscall}",
                "-e", f"inject={syscall}:error=EIO:when={when}"] + cmd
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # the child imports this checkout's lsm, installed or not (as tests/test_crash_kill.py's children do)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     injected = 0
     if syscall is not None and os.path.exists(log):
