@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault(k, str(max(1, round(v * args.scale))))
     # every crash point: the share of repeated recovery shapes swept by a
     # second crash grows with the scale; from 4 on, the full sweep
-    env.setdefault("LSM_CRASH_POINT_SECOND_SAMPLE", str(max(1, round(8 / args.scale))))
-    env.setdefault("LSM_GROUP_CRASH_SECOND_EVERY", str(max(1, round(8 / args.scale))))
+    env.setdefault("LSM_CRASH_POINT_SECOND_SAMPLE", str(max(1, round(1 / args.scale))))
+    env.setdefault("LSM_GROUP_CRASH_SECOND_EVERY", str(max(1, round(1 / args.scale))))
     if args.scale >= 4:
         env.setdefault("LSM_CRASH_POINT_ALL", "1")
         env.setdefault("LSM_GROUP_CRASH_ALL", "1")
