@@ -113,13 +113,14 @@ def test_help_documents_both_modes():
 
 
 @pytest.mark.parametrize(("sabotage", "expect"), [
-    ("wal-sync", ("lost that had to survive", "CorruptionError")),
-    ("dir-sync", ("CorruptionError", "lost that had to survive")),
+    ("wal-sync", ("lost that had to survive", "CorruptionError", "durable, but the reopened database ends")),
+    ("dir-sync", ("CorruptionError", "lost that had to survive", "durable, but the reopened database ends")),
 ])
 def test_power_mode_catches_a_missing_sync(tmp_path, sabotage, expect):
     """The harness is not blind: with WAL fsyncs, or directory fsyncs, made
-    no-ops in the writer, power mode fails (a lost acknowledged commit, or a
-    database that no longer opens)."""
+    no-ops in the writer, power mode fails (a lost acknowledged commit, a
+    sync_wal/wait_durable promise broken, or a database that no longer
+    opens)."""
     p = _run_tool(tmp_path, "--mode", "power", "--cycles", "30", "--sabotage", sabotage, timeout=300)
     assert p.returncode == 1, f"sabotage {sabotage} went unnoticed:\n{p.stdout}\n{p.stderr}"
     assert "FAILED" in p.stderr and any(e in p.stderr for e in expect), p.stderr
