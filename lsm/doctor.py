@@ -190,7 +190,7 @@ def _commit_rate(fs: FileSystem, wal_dir: str, level: int, threads: int, seconds
             while n < MIN_SAMPLES or time.perf_counter() < deadline:
                 with mu:
                     seq = state["seq"] + 1
-                    wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body, wal.synced_offset), seq)
+                    wal.append_locked(encode_record(seq, 1, time.time_ns() // 1000, body, wal.synced_offset), seq, 1, level)
                     state["seq"] = seq
                 if level:
                     wal.commit_wait(seq, level)

@@ -474,8 +474,8 @@ def test_power_cut_keeps_delete_range_atomic():
         current: list = []
         orig = db._wal.append_locked
 
-        def append_locked(record, last_seq, count_commits=1, orig=orig, written=written, current=current):
-            orig(record, last_seq, count_commits)
+        def append_locked(record, last_seq, count_commits=1, level=0, orig=orig, written=written, current=current):
+            orig(record, last_seq, count_commits, level)
             written[last_seq] = current[0]
 
         db._wal.append_locked = append_locked

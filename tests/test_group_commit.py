@@ -98,3 +98,231 @@ def test_sync_groups_form_under_concurrency():
     assert st["wal_synced_commits"] == 320
     assert st["wal_syncs"] < 320 * 0.6, st["wal_syncs"]
     db.close()
+
+
+# ---------------------------------------------------------------- staged records
+# FULL/EXTRA records are staged under the DB write lock and the sync leader
+# writes its whole group in one write(2) (lsm/wal/writer.py, "Staged
+# records"). The tests below pin what that must keep true.
+
+
+class _BlockingFS(CrashFS):
+    """CrashFS whose WAL segment syncs can be held: ``hold()`` makes the
+    next one wait (``entered`` is set) until ``release()``. Counts writes to
+    WAL segments."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._held = False
+        self.entered = threading.Event()
+        self._go = threading.Event()
+        self.wal_writes = 0
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self._go.clear()
+        self._held = True
+
+    def release(self) -> None:
+        self._go.set()
+
+    def _write_some(self, f, data):
+        if f.path.endswith(".wal"):
+            self.wal_writes += 1
+        return super()._write_some(f, data)
+
+    def _sync(self, f, data_only):
+        if self._held and f.path.endswith(".wal"):
+            self._held = False
+            self.entered.set()
+            assert self._go.wait(30), "a held WAL sync was never released"
+        super()._sync(f, data_only)
+
+
+def _wait_for(cond, what: str) -> None:
+    """Wait (at most 30 s) for ``cond()``: ordering, not a timing assertion."""
+    ev = threading.Event()
+    for _ in range(30000):
+        if cond():
+            return
+        ev.wait(0.001)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stage_behind_held_sync(fs, db):
+    """Thread A's FULL put leads a sync that is held; B's and C's FULL puts
+    are then staged (their records not in the file) behind it. Returns the
+    three threads and their results (seq or exception), keyed a/b/c."""
+    results: dict[str, object] = {}
+
+    def put(name: str) -> None:
+        try:
+            results[name] = db.put(name.encode() * 4, b"value-" + name.encode(), sync="full")
+        except BaseException as e:  # noqa: BLE001 - checked by the caller
+            results[name] = e
+
+    fs.hold()
+    ta = threading.Thread(target=put, args=("a",), daemon=True)
+    ta.start()
+    assert fs.entered.wait(30)
+    wal = db._wal
+    ts = [ta]
+    for name in ("b", "c"):
+        t = threading.Thread(target=put, args=(name,), daemon=True)
+        t.start()
+        ts.append(t)
+        n = {"b": 1, "c": 2}[name]
+        _wait_for(lambda n=n: len(wal._staged) == n, f"{name}'s record staged")
+    return ts, results
+
+
+def _wal_bytes(fs, db) -> bytes:
+    return fs.read_file(db._wal.segment_path)
+
+
+def test_staged_records_wait_for_the_leader_and_go_in_one_write():
+    fs = _BlockingFS()
+    db = lsm.open("/db", fs=fs, background="thread", sync="full")
+    writes0 = fs.wal_writes
+    ts, results = _stage_behind_held_sync(fs, db)
+    data = _wal_bytes(fs, db)
+    assert b"aaaa" in data and b"bbbb" not in data and b"cccc" not in data  # staged: not in the OS yet
+    assert fs.wal_writes == writes0 + 1
+    fs.release()
+    for t in ts:
+        t.join(30)
+        assert not t.is_alive()
+    assert all(isinstance(results[k], int) for k in "abc"), results
+    assert fs.wal_writes == writes0 + 2, "b's and c's records were not written together"
+    data = _wal_bytes(fs, db)
+    assert data.index(b"aaaa") < data.index(b"bbbb") < data.index(b"cccc")
+    assert db.durable_seq >= max(results[k] for k in "abc")
+    db.close()
+
+
+@pytest.mark.parametrize("level", ["off", "normal", "barrier"])
+def test_non_full_commit_writes_staged_records_first(level):
+    """A commit below FULL must reach the OS when it returns, after the
+    staged records before it (sequence order in the file)."""
+    fs = _BlockingFS()
+    db = lsm.open("/db", fs=fs, background="thread", sync="full")
+    ts, results = _stage_behind_held_sync(fs, db)
+    seq_d = db.put(b"dddd", b"value-d", sync=level)
+    data = _wal_bytes(fs, db)
+    assert b"bbbb" in data and b"cccc" in data and b"dddd" in data, "staged records not written first"
+    assert data.index(b"aaaa") < data.index(b"bbbb") < data.index(b"cccc") < data.index(b"dddd")
+    assert seq_d > max(results.get(k, 0) or 0 for k in "abc" if isinstance(results.get(k), int)) if results else True
+    fs.release()
+    for t in ts:
+        t.join(30)
+        assert not t.is_alive()
+    assert all(isinstance(results[k], int) for k in "abc"), results
+    assert results["a"] < results["b"] < results["c"] < seq_d
+    db._simulate_crash()  # a kill -9: the OS keeps everything written
+    db = lsm.open("/db", fs=fs, background="thread")
+    assert [db.get(k * 4) for k in (b"a", b"b", b"c", b"d")] == [b"value-a", b"value-b", b"value-c", b"value-d"]
+    db.close()
+
+
+def test_checkpoint_includes_staged_records():
+    """A checkpoint pins the live segment under the write lock: staged
+    records must be in the file by then (the copy must reach last_seq)."""
+    fs = _BlockingFS()
+    db = lsm.open("/db", fs=fs, background="thread", sync="full")
+    ts, results = _stage_behind_held_sync(fs, db)
+    info = db.checkpoint("/ckpt")
+    fs.release()
+    for t in ts:
+        t.join(30)
+        assert not t.is_alive()
+    assert info.seq >= results["c"]
+    db.close()
+    ck = lsm.open("/ckpt", fs=fs, background="thread")
+    assert ck.get(b"cccc") == b"value-c"
+    ck.close()
+
+
+def test_failed_group_write_fences_every_waiter():
+    """The leader's write of a staged group fails: every committer of that
+    group gets NeedsRecoveryError (none is acknowledged), nothing is
+    retried, and later commits are refused."""
+    fs = _BlockingFS()
+    db = lsm.open("/db", fs=fs, background="thread", sync="full")
+    ts, results = _stage_behind_held_sync(fs, db)
+    fs.fail("write", nth=1, err=errno.EIO, path=r"\.wal$")
+    fs.release()
+    for t in ts:
+        t.join(30)
+        assert not t.is_alive(), "a committer of the failed group hangs"
+    assert isinstance(results["a"], int)  # its own sync succeeded
+    assert isinstance(results["b"], lsm.NeedsRecoveryError), results
+    assert isinstance(results["c"], lsm.NeedsRecoveryError), results
+    assert db.durable_seq < results["a"] + 1
+    with pytest.raises(lsm.NeedsRecoveryError):
+        db.put(b"eeee", b"after", sync="off")
+    assert b"bbbb" not in _wal_bytes(fs, db)
+    db._simulate_crash()
+
+
+def test_power_cut_keeps_groups_whole_and_in_order():
+    """8 FULL writers; power cuts taken while they run. Every image must
+    open, hold every commit acknowledged before its cut, and hold a prefix
+    of the commits in sequence order (no later commit without an earlier
+    one). Also: far fewer WAL writes than commits (groups share one)."""
+    seed = SEED
+    print(f"staged power cut: LSM_CRASH_SEED={seed}")
+    rng = random.Random(seed)
+    fs = _BlockingFS(sync_latency=0.0005)
+    db = lsm.open("/db", fs=fs, background="thread", sync="full", memtable_size=64 << 10)
+    seq_of: dict[bytes, int] = {}  # key -> seq, recorded under the write lock at append
+    orig = db._wal.append_locked
+    local = threading.local()
+
+    def append_locked(record, last_seq, count_commits=1, level=0):
+        orig(record, last_seq, count_commits, level)
+        seq_of[local.key] = last_seq
+
+    db._wal.append_locked = append_locked
+    acked: list[int] = []
+    images: list[tuple[CrashFS, set[int]]] = []
+    done = threading.Event()
+    writes0 = fs.wal_writes
+
+    def writer(t: int) -> None:
+        for i in range(60):
+            local.key = b"%02d%06d" % (t, i)
+            acked.append(db.put(local.key, local.key * 3))
+
+    def cutter() -> None:
+        r = random.Random(seed + 1)
+        while not done.is_set() and len(images) < 6:
+            before = set(acked)
+            images.append((fs.power_cut(random.Random(r.random())), before))
+            done.wait(0.003)
+
+    threads = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(8)]
+    cut = threading.Thread(target=cutter, daemon=True)
+    for t in threads:
+        t.start()
+    cut.start()
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+    done.set()
+    cut.join(60)
+    commits = len(acked)
+    assert fs.wal_writes - writes0 < commits * 0.8, (fs.wal_writes - writes0, commits)
+    db._wal.append_locked = orig
+    db.close()
+    key_of = {s: k for k, s in seq_of.items()}
+    images.append((fs.power_cut(random.Random(rng.random())), set(acked)))
+    for n, (img, before) in enumerate(images):
+        d = lsm.open("/db", fs=img, background="inline")
+        got = {k for k, _v in d.items()}
+        seqs = sorted(seq_of[k] for k in got)
+        assert seqs == list(range(1, len(seqs) + 1)), f"image {n}: not a prefix of the commits (seed {seed})"
+        missing = sorted(s for s in before if key_of[s] not in got)
+        assert not missing, f"image {n}: acknowledged commits lost: {missing[:5]} (seed {seed})"
+        for k in got:
+            assert d.get(k) == k * 3
+        d.close()

@@ -60,8 +60,8 @@ class Recorder:
     def __init__(self, db, written, local):
         orig = db._wal.append_locked
 
-        def append_locked(record, last_seq, count_commits=1):
-            orig(record, last_seq, count_commits)
+        def append_locked(record, last_seq, count_commits=1, level=0):
+            orig(record, last_seq, count_commits, level)
             written[last_seq] = local.attempt
 
         db._wal.append_locked = append_locked

@@ -95,6 +95,7 @@ def pin(db: DB, *, while_locked: Callable[[], Any] | None = None) -> Pinned:
             sv = db._sv
             last = db._last_seq
             wal = db._wal
+            wal.flush_locked()  # staged FULL records into the file: it must hold every commit up to last
             live_path, live_size = wal.segment_path, wal.segment_bytes
             paths = set(db._mem_wal_paths)
             with bg._wal_mu:

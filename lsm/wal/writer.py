@@ -4,17 +4,46 @@ ONE place where a commit's sync level is applied.
 Protocol (the DB write path)::
 
     with db write lock:
-        writer.append_locked(record, last_seq, level)   # ordering + write(2)
+        writer.append_locked(record, last_seq, 1, level)  # ordering; FULL/EXTRA: staged,
+                                                          # other levels: write(2)
         memtable insert; publish last_seq
     writer.commit_wait(last_seq, level)                 # FULL/EXTRA: group sync
                                                         # BARRIER: kick async sync
 
-Group commit: records are written by each committer under the DB write
-lock (one write(2) each, ~1 us); syncs are shared. The first committer that
-needs a sync becomes the sync leader: it fdatasyncs everything written so
-far (outside every lock but ``_cv``'s wait) while later committers queue up
-behind it; when it finishes, the next leader's single fdatasync covers all
-of them. One fdatasync per group, however many committers wait.
+Group commit: syncs are shared, and so are the writes of FULL/EXTRA
+records. The first committer that needs a sync becomes the sync leader:
+it writes every staged record in one write(2) and fdatasyncs (outside
+every lock but ``_cv``'s wait, and ``_io_mu`` for the write) while later
+committers stage their records and queue up behind it; when it finishes,
+the next leader's single write and fdatasync cover all of them. One
+write(2) and one fdatasync per group, however many committers wait.
+
+Staged records: a FULL/EXTRA commit's record is appended to ``_staged``
+under the DB write lock (no system call there, so the lock is never held
+while the GIL is released for one); ``written_seq`` counts it. The sync
+leader takes ``_io_mu``, reads ``written_seq`` and then the staged list,
+writes that prefix in one write(2), and only then removes it. Invariants:
+
+* Records reach the file in sequence order. A commit at a lower level
+  (OFF/NORMAL/BARRIER) writes the staged records and its own in one
+  write(2) under ``_io_mu``, so it is in the OS when ``append_locked``
+  returns (a kill -9 loses no commit that returned). With nothing staged
+  it writes without ``_io_mu``: no leader is writing then (a leader
+  unstages only after its write).
+* Whatever needs every record in the file first writes the staged ones:
+  rotation (``start_segment_locked``: its sealing sync, then
+  :meth:`flush_locked`), a checkpoint's pin (:meth:`flush_locked`), a
+  sync (the leader), ``close``. ``segment_bytes`` and ``synced_offset``
+  count bytes in the file only.
+* A staged record is not acknowledged: its committer returns only after a
+  sync whose leader wrote it. A kill -9 loses only such commits.
+* The record's v2 ``synced`` field is read when it is encoded (under the
+  DB write lock), so it is at most the durable offset then, and at most
+  the offset the record is later written at; ``synced_offset`` only grows
+  within a segment and records are written in encoding order.
+* A failed group write fences like a failed sync: the leader publishes
+  the error before its gate opens, so every committer of the group (and
+  of the next) raises NeedsRecoveryError; nothing is retried.
 
 Levels: OFF returns after write(2). NORMAL returns after write(2); the
 syncer thread fdatasyncs every ``sync_interval``. BARRIER kicks the syncer
@@ -33,8 +62,8 @@ have dropped the dirty pages; a retry could falsely succeed).
 Group size: a leader may linger before its sync so that the committers the
 previous sync released can append first (``_linger_locked``: a fixed
 ``commit_linger_us``, or by default adaptive, only while several threads
-commit). ``_lead_cv`` shares ``_cv``'s lock; appends notify it while a
-leader lingers.
+commit). ``_lead_cv`` shares ``_cv``'s lock; the append that fills a
+lingering leader's group notifies it (``_linger_until``), once.
 
 Durable offset (WAL format version 2): ``synced_offset`` is the offset in
 the live segment up to which it is known durable: the segment's size when
@@ -48,26 +77,21 @@ READ by the DB under the DB write lock without ``_cv``: a stale (smaller)
 value is safe, a read never sees a value larger than the truth.
 
 Preallocation (``preallocate`` > 0, option ``wal_preallocate``): the next
-segment is prepared ahead as a *spare* (``filenames.WAL_SPARE``):
-``preallocate`` bytes of zeros written in 1 MiB chunks and fdatasync'd, by
-:meth:`prepare_spare` on the ``lsm-wal-spare`` thread (or, with
-``prepare_inline``, right after each rotation, so that inline databases
-stay deterministic), never on the commit path and never under the DB
-write lock in thread mode. Rotation renames the spare into place and
-writes it from offset 0 (``fs.open_overwrite``): an fdatasync of a record
-then writes data blocks only, no file-size metadata (issue 7: ~5.0k vs
-~3.6k syncs/s on the dev box). Past the preallocated size the file just
-grows. A sealed preallocated segment is truncated to the bytes written (so
-sizes, archives and the next open see exactly the records); the zero tail
-of a crashed one reads as the end of data. ``_spare_mu`` guards
-``_spare_ready``/``_spare_busy``; a failed preparation only counts
-(``spare_failures``): rotation then creates the segment as without
-preallocation. Its I/O is labelled ``io_site("wal_spare")``.
+segment is prepared ahead as a *spare* (lsm/wal/spare.py), off the commit
+path. Rotation renames the spare into place and writes it from offset 0
+(``fs.open_overwrite``); past the preallocated size the file just grows. A
+sealed preallocated segment is truncated to the bytes written (so sizes,
+archives and the next open see exactly the records); the zero tail of a
+crashed one reads as the end of data. Without a ready spare (or after a
+failed preparation) rotation creates the segment as without preallocation.
 
 Locks: ``_cv`` (a Condition) guards ``durable_seq``, the sync gates,
 ``_barrier_seq``, ``_pending``, ``synced_offset`` (writes) and the
-counters. Lock order: DB write lock, then ``_cv``; ``_cv`` is never held
-across I/O.
+counters. ``_io_mu`` serializes writes to the live segment while records
+are staged (and guards unstaging). Lock order: DB write lock, then
+``_io_mu``, then ``_cv`` (taken under ``_io_mu`` only to fence); the sync
+leader takes ``_io_mu`` without the DB write lock and never while holding
+``_cv``; ``_cv`` is never held across I/O.
 """
 
 from __future__ import annotations
@@ -84,6 +108,7 @@ from lsm.base.fs import enter_site as _enter_site
 from lsm.base.fs import exit_site as _exit_site
 from lsm.options import Sync
 from lsm.wal.format import encode_segment_header
+from lsm.wal.spare import SpareSegment
 
 _perf_counter = time.perf_counter
 
@@ -131,6 +156,13 @@ class WalWriter:
         mu = threading.Lock()
         self._cv = threading.Condition(mu)
         self._lead_cv = threading.Condition(mu)  # a lingering leader waits here for appends
+        # Staged records (group commit): FULL/EXTRA records encoded but not
+        # yet written, in sequence order. Appended under the DB write lock;
+        # a prefix is written (one write(2)) and then removed only under
+        # ``_io_mu``, which serializes every write to the live segment while
+        # records are staged (module docstring, "Staged records").
+        self._staged: list[bytes] = []
+        self._io_mu = threading.Lock()
         # -- guarded by the DB write lock:
         self._file: WritableFile | None = None
         self.segment_first_seq = 0
@@ -168,81 +200,31 @@ class WalWriter:
         self.linger_seconds = 0.0  # time leaders spent waiting for a group to form
         self._last_group = 1  # commits covered by the last sync
         self._sync_ewma = 0.0002  # seconds, a moving average of one WAL sync
-        self._lingering = False
+        self._linger_until = 0  # while a leader lingers: the _written_commits that fill its group (else 0)
         self._waiting = 0  # threads in _cv.wait() (sync_to, wait_durable): notify only when > 0
         self._closed = False
         self._syncer: threading.Thread | None = None
         self._kick = threading.Event()
-        # -- preallocation (module docstring); _spare_mu guards the two flags
+        # -- preallocation (module docstring)
         self.preallocate = preallocate
-        self._prepare_inline = prepare_inline
-        self._spare_mu = threading.Lock()
-        self._spare_ready = False
-        self._spare_busy = False
-        self._spare_thread: threading.Thread | None = None
-        self._spare_kick = threading.Event()
+        self._spare = SpareSegment(fs, wal_dir, preallocate, inline=prepare_inline,
+                                   stopped=lambda: self.fenced is not None)
         self._file_preallocated = False  # guarded by the DB write lock
         self.spares_used = 0
-        self.spare_failures = 0
 
     # ------------------------------------------------------------- spare
     @property
     def spare_path(self) -> str:
-        return filenames.join(self.wal_dir, filenames.WAL_SPARE)
+        return self._spare.path
+
+    @property
+    def spare_failures(self) -> int:
+        return self._spare.failures
 
     def prepare_spare(self) -> bool:
-        """Prepare the spare segment file now (``preallocate`` zero bytes,
-        written in 1 MiB chunks, fdatasync'd) unless one is ready or being
-        prepared; True when one is ready. Errors are counted, not raised."""
-        if not self.preallocate:
-            return False
-        with self._spare_mu:
-            if self._spare_ready or self._spare_busy or self._closed:
-                return self._spare_ready
-            self._spare_busy = True
-        ok = False
-        try:
-            with io_site("wal_spare"):  # its own site: fault rules and crash points aimed at commits miss it
-                f = self.fs.create(self.spare_path)
-                try:
-                    zeros = memoryview(bytes(min(self.preallocate, 1 << 20)))
-                    left = self.preallocate
-                    while left > 0:
-                        n = min(left, len(zeros))
-                        f.write(zeros[:n])
-                        left -= n
-                    f.datasync()
-                finally:
-                    f.close()
-            ok = True
-        except OSError:
-            self.spare_failures += 1
-        finally:
-            with self._spare_mu:
-                self._spare_busy = False
-                self._spare_ready = ok and not self._closed
-        return ok
-
-    def _want_spare(self) -> None:
-        """After a rotation used (or lacked) the spare: prepare the next."""
-        if not self.preallocate or self._closed:
-            return
-        if self._prepare_inline:
-            self.prepare_spare()
-            return
-        if self._spare_thread is None:
-            t = threading.Thread(target=self._spare_loop, name="lsm-wal-spare", daemon=True)
-            self._spare_thread = t
-            t.start()
-        self._spare_kick.set()
-
-    def _spare_loop(self) -> None:
-        while not self._closed:
-            self._spare_kick.wait()
-            self._spare_kick.clear()
-            if self._closed or self.fenced is not None:
-                return
-            self.prepare_spare()
+        """Prepare the spare segment now unless one is ready or being
+        prepared (:meth:`SpareSegment.prepare`); True when one is ready."""
+        return self._spare.prepare()
 
     # ------------------------------------------------------------- segments
     def start_segment_locked(self, first_seq: int) -> str:
@@ -255,12 +237,10 @@ class WalWriter:
             # Seal durably: a power cut must never leave an older segment
             # torn behind a newer one (recovery would call that corruption).
             # One sync per rotation; it also covers earlier sealed segments.
-            self.sync_to(self.written_seq, _FULL)
+            self.sync_to(self.written_seq, _FULL)  # also writes the staged records
+        self.flush_locked()  # (a no-op then: no staged record may cross the swap)
         path = filenames.join(self.wal_dir, filenames.wal_name(first_seq))
-        take = False
-        if self.preallocate:
-            with self._spare_mu:
-                take, self._spare_ready = self._spare_ready, False
+        take = self._spare.take() if self.preallocate else False
         with io_site("wal"):
             f = None
             try:
@@ -300,7 +280,7 @@ class WalWriter:
         if old is not None:
             old.close()
         if self.preallocate:
-            self._want_spare()
+            self._spare.want()
         return path
 
     @property
@@ -312,29 +292,72 @@ class WalWriter:
         return self._file.size if self._file is not None else 0
 
     # --------------------------------------------------------------- commits
-    def append_locked(self, record: bytes, last_seq: int, count_commits: int = 1) -> None:
-        """Write one commit record (or a group's records concatenated).
-        REQUIRES: DB write lock held. Enforces the BARRIER ordering: a record
-        never reaches the file before an earlier barrier commit is durable."""
+    def append_locked(self, record: bytes, last_seq: int, count_commits: int = 1, level: int = 0) -> None:
+        """Append one commit record (or a group's records concatenated) of a
+        commit at sync ``level``. REQUIRES: DB write lock held. A FULL or
+        EXTRA record is staged: the leader of the group sync that its
+        :meth:`commit_wait` joins writes it with the rest of the group in
+        one write(2). Any
+        other record reaches the OS here (after the staged ones, in one
+        write(2)), so an OFF commit survives a kill -9 once this returns.
+        Enforces the BARRIER ordering: a record never reaches the file
+        before an earlier barrier commit is durable."""
         if self.fenced is not None:
             self._raise_fenced()
         if self._barrier_seq > self.durable_seq:
             self.sync_to(self._barrier_seq, _FULL)
-        f = self._file
-        try:
-            f.write(record)  # type: ignore[union-attr]
-        except BaseException as e:
-            self._fence(e)
-            raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
+        if level >= _FULL:
+            self._staged.append(record)  # before written_seq moves (sync_to reads them in that order)
+        elif self._staged:
+            with self._io_mu:
+                self._write_staged_io_locked(self._file, record)  # type: ignore[arg-type]
+        else:
+            # Nothing staged: no leader is writing (a leader removes its
+            # records only after their write), so no _io_mu needed.
+            f = self._file
+            try:
+                f.write(record)  # type: ignore[union-attr]
+            except BaseException as e:
+                self._fence(e)
+                raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
         if self.written_seq <= self.durable_seq:  # the oldest unsynced commit (stats' wal_unsynced_age)
             self.unsynced_since = time.monotonic()
         self.written_seq = last_seq
-        self._written_commits += count_commits
-        if self._lingering:  # a sync leader waits for this group to fill
+        n = self._written_commits = self._written_commits + count_commits
+        if self._linger_until and n >= self._linger_until:  # a lingering leader's group is full: wake it
             with self._cv:
                 self._lead_cv.notify()
         self.segment_records += count_commits
         self.bytes_written += len(record)
+
+    def flush_locked(self) -> None:
+        """Write the staged records to the OS (no sync), so the live
+        segment's file holds every appended record (a checkpoint's pin, a
+        seal). REQUIRES: DB write lock held."""
+        if self._staged and self._file is not None:
+            if self.fenced is not None:
+                self._raise_fenced()
+            with self._io_mu:
+                self._write_staged_io_locked(self._file)  # type: ignore[arg-type]
+
+    def _write_staged_io_locked(self, f: WritableFile, extra: bytes | None = None) -> None:
+        """REQUIRES: ``_io_mu`` held, and the DB write lock when ``extra``
+        is given. Write the staged records (then ``extra``) in one write(2)
+        and unstage them; a failure fences and raises NeedsRecoveryError."""
+        staged = self._staged
+        n = len(staged)
+        if extra is not None:
+            data = extra if n == 0 else b"".join(staged + [extra])
+        elif n == 0:
+            return
+        else:
+            data = staged[0] if n == 1 else b"".join(staged[:n])
+        try:
+            f.write(data)
+        except BaseException as e:
+            self._fence(e)
+            raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e
+        del staged[:n]
 
     def commit_wait(self, seq: int, level: int) -> None:
         """Apply the sync level of a commit whose last sequence number is
@@ -361,9 +384,13 @@ class WalWriter:
         which waits for the running sync and then leads the next one. The
         result (``durable_seq``, or ``fenced``) is published under ``_cv``
         before a gate opens, so a waiter never starts a sync after a failed
-        one (a failed sync is never retried). This is also the lone FULL
-        writer's path, once per commit: it takes ``_cv`` twice and does a
-        few attribute updates around the fdatasync."""
+        one (a failed sync is never retried). The leader first writes the
+        staged records (one write(2), under ``_io_mu``); a failed write is
+        published like a failed sync. This is also the lone FULL writer's
+        path, once per commit: it takes ``_cv`` twice and ``_io_mu`` once
+        and does a few attribute updates around the fdatasync. A waiter
+        that the sync it waited for covered returns when the gate opens,
+        without another round on ``_cv``."""
         cv = self._cv
         designated: threading.Lock | None = None  # the next sync's gate, if this thread is to lead it
         while True:
@@ -380,20 +407,18 @@ class WalWriter:
                     else:
                         self._next_gate = None
                     self._sync_gate = gate
+                    # Committers arriving while the leader lingers or
+                    # writes the staged records are covered by this sync
+                    # (its target is read after; a waiter that reads
+                    # _UNBOUNDED re-checks durable_seq when the gate opens).
+                    self._sync_target = _UNBOUNDED
                     if self.commit_linger or self._last_group > 1:
-                        # Committers arriving while the leader lingers are
-                        # covered by this sync (its target is read after).
-                        self._sync_target = _UNBOUNDED
                         self._linger_locked()
-                    target = self._sync_target = self.written_seq
-                    target_bytes = self.bytes_written
-                    commits = self._written_commits
                     pending = self._pending
                     if pending:
                         self._pending = []
                     need_dir = not self._dir_synced
                     f = self._file
-                    target_off = f.size if f is not None else 0  # all written before the sync starts
                     break
                 if seq <= self._sync_target and self._dir_synced:
                     gate = cur  # the running sync covers seq
@@ -404,10 +429,33 @@ class WalWriter:
                         gate = cur
             gate.acquire()  # blocks until that sync's result is published
             gate.release()  # and lets the next waiter through
+            if designated is None and self.durable_seq >= seq and self._dir_synced and self.fenced is None:
+                return  # covered (published before the gate opened): no second round on _cv
         err: BaseException | None = None
         token = _enter_site("wal")
+        # Write the staged records (this group's and any staged since) in
+        # one write(2). written_seq is read before the staged list: every
+        # record up to ``target`` is then in the list or already written.
+        # Not under _cv: direct appends wait on _io_mu only while records
+        # are staged, and never hold _cv while they wait.
+        staged = self._staged
+        with self._io_mu:
+            target = self.written_seq
+            target_bytes = self.bytes_written
+            commits = self._written_commits
+            n = len(staged)
+            if n and f is not None:
+                try:
+                    f.write(staged[0] if n == 1 else b"".join(staged[:n]))
+                    del staged[:n]
+                except BaseException as e:  # noqa: BLE001 - fences below, like a failed sync
+                    err = e
+            target_off = f.size if f is not None else 0  # all written before the sync starts
+        self._sync_target = target  # one store, read under _cv (the comment above)
         t0 = _perf_counter()
         try:
+            if err is not None:
+                raise err
             for pf, _s in pending:
                 pf.datasync() if level < _EXTRA else pf.fsync()
             if f is not None:
@@ -495,7 +543,7 @@ class WalWriter:
             return
         t0 = time.perf_counter()
         deadline = t0 + min(max(self._sync_ewma, 0.00005), 0.002)
-        self._lingering = True
+        self._linger_until = self._synced_commits + want  # appends wake the leader once, at this count
         try:
             while self._written_commits - self._synced_commits < want and self.fenced is None:
                 left = deadline - time.perf_counter()
@@ -503,7 +551,7 @@ class WalWriter:
                     break
                 self._lead_cv.wait(left)
         finally:
-            self._lingering = False
+            self._linger_until = 0
         self.linger_seconds += time.perf_counter() - t0
 
     def sync_all(self) -> int:
@@ -625,10 +673,10 @@ class WalWriter:
                 err = e
         self._closed = True
         self._kick.set()
-        self._spare_kick.set()
-        for t in (self._syncer, self._spare_thread):
-            if t is not None and t is not threading.current_thread():
-                t.join(timeout=5)
+        self._spare.close()
+        t = self._syncer
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
         if sync and err is None and self.fenced is None and self.preallocate:
             # A clean close leaves exact files: the live segment without its
             # zero tail, no spare (a crash may leave both: harmless).

@@ -1,0 +1,115 @@
+"""The spare WAL segment: the next segment, preallocated ahead of rotation.
+
+With ``size`` > 0 (option ``wal_preallocate``), the next segment is
+prepared ahead as a *spare* (``filenames.WAL_SPARE``): ``size`` bytes of
+zeros written in 1 MiB chunks and fdatasync'd, by :meth:`SpareSegment.prepare`
+on the ``lsm-wal-spare`` thread (or, with ``inline``, right after each
+rotation, so that inline databases stay deterministic), never on the
+commit path and never under the DB write lock in thread mode. The WAL
+writer's rotation :meth:`take`\\ s it, renames it into place and writes it
+from offset 0 (``fs.open_overwrite``): an fdatasync of a record then writes
+data blocks only, no file-size metadata (issue 7: ~5.0k vs ~3.6k syncs/s on
+the dev box). A failed preparation only counts (``failures``): rotation
+then creates the segment as without preallocation. Its I/O is labelled
+``io_site("wal_spare")``, so fault rules and crash points aimed at commits
+miss it.
+
+Thread-safety: ``_mu`` guards ``_ready`` and ``_busy``; ``failures`` is
+written by the one preparing thread at a time (the ``_busy`` flag).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from lsm.base import filenames
+from lsm.base.fs import FileSystem, io_site
+
+
+class SpareSegment:
+    """The spare segment file of one WAL directory (module docstring)."""
+
+    def __init__(self, fs: FileSystem, wal_dir: str, size: int, *, inline: bool,
+                 stopped: Callable[[], bool]):
+        self.fs = fs
+        self.size = size
+        self.path = filenames.join(wal_dir, filenames.WAL_SPARE)
+        self._inline = inline
+        self._stopped = stopped  # the writer is fenced: the thread stops preparing
+        self._mu = threading.Lock()
+        self._ready = False  # guarded by _mu
+        self._busy = False  # guarded by _mu
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._kick = threading.Event()
+        self.failures = 0
+
+    def prepare(self) -> bool:
+        """Prepare the spare segment file now (``size`` zero bytes, written
+        in 1 MiB chunks, fdatasync'd) unless one is ready or being prepared;
+        True when one is ready. Errors are counted, not raised."""
+        if not self.size:
+            return False
+        with self._mu:
+            if self._ready or self._busy or self._closed:
+                return self._ready
+            self._busy = True
+        ok = False
+        try:
+            with io_site("wal_spare"):
+                f = self.fs.create(self.path)
+                try:
+                    zeros = memoryview(bytes(min(self.size, 1 << 20)))
+                    left = self.size
+                    while left > 0:
+                        n = min(left, len(zeros))
+                        f.write(zeros[:n])
+                        left -= n
+                    f.datasync()
+                finally:
+                    f.close()
+            ok = True
+        except OSError:
+            self.failures += 1
+        finally:
+            with self._mu:
+                self._busy = False
+                self._ready = ok and not self._closed
+        return ok
+
+    def take(self) -> bool:
+        """Claim the ready spare for a rotation: True when there was one
+        (the caller renames ``path`` into place)."""
+        with self._mu:
+            take, self._ready = self._ready, False
+        return take
+
+    def want(self) -> None:
+        """After a rotation used (or lacked) the spare: prepare the next."""
+        if not self.size or self._closed:
+            return
+        if self._inline:
+            self.prepare()
+            return
+        if self._thread is None:
+            t = threading.Thread(target=self._loop, name="lsm-wal-spare", daemon=True)
+            self._thread = t
+            t.start()
+        self._kick.set()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._kick.wait()
+            self._kick.clear()
+            if self._closed or self._stopped():
+                return
+            self.prepare()
+
+    def close(self) -> None:
+        """Stop preparing; wait (at most 5 s) for the thread."""
+        self._closed = True
+        self._kick.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
