@@ -10,33 +10,14 @@ plus the ordered log of unsynced changes between them (a create, an unlink,
 a rename: a rename inside one directory is one atomic change).
 
 :meth:`CrashFS.power_cut` returns a new CrashFS holding a state the disk
-could be in after power is lost now:
-
-* each unsynced directory change is applied or reverted (independently,
-  in order; ``mode="random"``), so a file created or renamed without a
-  directory fsync may be missing or under its old name;
-* each file keeps its synced content; its unsynced tail (bytes appended
-  since the last sync) is dropped, kept, cut at a random point (a torn
-  write), cut and followed by zeros or garbage of the same length, or
-  holed: split into ``HOLE_BLOCK``-byte blocks (at file offsets that are
-  multiples of it) each of which is independently kept, zeroed or
-  garbage, the file being its full length or cut at a block boundary (a
-  disk persists the unsynced blocks of the page cache in any order, so a
-  later block can survive an earlier one). A file written in place
-  (``open_overwrite``: a preallocated WAL segment) has the same outcomes
-  over the region from the lowest offset written since its last sync,
-  except that a lost byte there reads as what the disk held before (the
-  synced content; zeros past it), or garbage: the unsynced writes revert
-  to the old bytes, torn or holed, never "whole old or whole new". A file
-  rewritten below its synced length (truncate, O_TRUNC) is either its
-  synced content or its current content.
-
-``mode="drop"`` keeps only what was synced; ``mode="keep"`` keeps everything
-(what a killed process leaves behind: the OS outlives it); ``mode="holes"``
-is ``random`` with every unsynced tail holed. The image counts the outcomes
-it chose in ``cut_outcomes`` (``"holes"``: a tail with a lost block before
-a kept one, that is, an intact block after damage; ``"holes_wal"``: those
-in files named ``*.wal``).
+could be in after power is lost now: each unsynced directory change applied
+or reverted, each file's unsynced bytes dropped, kept, torn or holed
+(``HOLE_BLOCK`` blocks kept, zeroed or garbage), per ``mode`` (``"random"``,
+``"drop"``, ``"keep"``, ``"holes"``); :mod:`lsm.base.powercut` decides those
+outcomes and documents them. The image counts the outcomes it chose in
+``cut_outcomes`` (``"holes"``: a tail with a lost block before a kept one,
+that is, an intact block after damage; ``"holes_wal"``: those in files
+named ``*.wal``).
 
 Crash points and faults. Every mutating operation (create, write, sync,
 sync_dir, rename, remove, link, truncate, mkdir, preallocate) gets an index
@@ -73,13 +54,8 @@ import time
 from dataclasses import dataclass, field
 
 from lsm.base.fs import FileSystem, ReadableFile, WritableFile, current_site
-
-HOLE_BLOCK = 512
-"""Granularity of the ``holes`` power-cut outcome: the sector, the unit a
-disk writes atomically. A 4 KiB page of the page cache reaches the platter
-as 8 sectors that a power cut can also split, so 512-byte holes include
-every 4 KiB outcome; and the tests' WAL segments (a few KiB) then hold
-several blocks of unsynced tail, so holes actually occur in them."""
+from lsm.base.powercut import HOLE_BLOCK, MODES, cut_content, cut_entries  # noqa: F401 (HOLE_BLOCK: re-exported)
+from lsm.base.powercut import cut_holes as _holes  # noqa: F401 (re-exported: tools/power_cut_fs.py)
 
 _MUTATING = frozenset(
     ("create", "write", "sync", "sync_dir", "rename", "remove", "link", "truncate", "mkdir", "preallocate")
@@ -177,6 +153,7 @@ class _Lock:
 class CrashFS(FileSystem):
     """See the module docstring. Paths are POSIX paths; relative ones are
     taken from the root."""
+
 
     def __init__(self, *, trace: bool = False, sync_latency: float = 0.0):
         self.sync_latency = sync_latency  # seconds each file sync sleeps (outside the lock), as a disk would
@@ -528,7 +505,7 @@ class CrashFS(FileSystem):
         """A new CrashFS holding what the disk could hold if power were
         lost now (see the module docstring for ``mode``). Everything in it
         is durable. This filesystem is not changed."""
-        if mode not in ("random", "drop", "keep", "holes"):
+        if mode not in MODES:
             raise ValueError(f"unknown power-cut mode {mode!r}")
         rng = rng or random.Random(0)
         with self._mu:
@@ -540,14 +517,7 @@ class CrashFS(FileSystem):
     def _cut_dir(
         self, d: _Dir, rng: random.Random, mode: str, memo: dict[int, _Inode], outcomes: dict[str, int]
     ) -> _Dir:
-        entries = dict(d.durable)
-        for group in d.log:
-            if mode == "keep" or (mode in ("random", "holes") and rng.random() < 0.5):
-                for name, node in group:
-                    if node is None:
-                        entries.pop(name, None)
-                    else:
-                        entries[name] = node
+        entries = cut_entries(d.durable, d.log, rng, mode)
         new = _Dir()
         for name in sorted(entries):
             node = entries[name]
@@ -587,88 +557,7 @@ class CrashFS(FileSystem):
 
 def _cut_file(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, int]) -> _Inode:
     out = _Inode()
-    if mode == "keep" or not node.is_dirty():
-        content = bytes(node.data)
-    elif mode == "drop":
-        content = bytes(node.durable)
-    elif not node.tail_only:
-        content = bytes(node.data) if rng.random() < 0.5 else bytes(node.durable)
-    elif node.lo is not None:  # written in place since the last sync
-        content = _cut_overwritten(node, rng, mode, outcomes)
-    else:
-        base = bytes(node.durable)
-        tail = bytes(node.data[len(base):])
-        outcome = 5 if mode == "holes" else rng.randrange(6)
-        if outcome == 5:
-            content = _holes(base, tail, rng, outcomes)
-        elif outcome == 0:  # dropped
-            content = base
-        elif outcome == 1:  # kept
-            content = base + tail
-        else:
-            cut = rng.randrange(len(tail) + 1)
-            if outcome == 2:  # torn
-                content = base + tail[:cut]
-            elif outcome == 3:  # torn, the rest zeros
-                content = base + tail[:cut] + bytes(len(tail) - cut)
-            else:  # torn, the rest garbage
-                content = base + tail[:cut] + rng.randbytes(len(tail) - cut)
+    content = cut_content(node, rng, mode, outcomes)
     out.data = bytearray(content)
     out.durable = bytearray(content)
     return out
-
-
-def _cut_overwritten(node: _Inode, rng: random.Random, mode: str, outcomes: dict[str, int]) -> bytes:
-    """A power cut of a file written in place since its last sync (from
-    ``node.lo`` on): dropped (the synced content), kept, torn at a random
-    point (the rest reverts to the old bytes, or reads as zeros or
-    garbage), or holed."""
-    lo = node.lo
-    assert lo is not None
-    old, new = bytes(node.durable), bytes(node.data)
-    outcome = 5 if mode == "holes" else rng.randrange(6)
-    if outcome == 0:
-        return old
-    if outcome == 1:
-        return new
-    if outcome == 5:
-        return _holes(new[:lo], new[lo:], rng, outcomes, old[lo:])
-    cut = lo + rng.randrange(len(new) - lo + 1)
-    n = len(new) - cut
-    filler = old[cut:len(new)] if outcome == 2 else bytes(n) if outcome == 3 else rng.randbytes(n)
-    return new[:cut] + filler.ljust(n, b"\0") + old[len(new):]
-
-
-def _holes(base: bytes, tail: bytes, rng: random.Random, outcomes: dict[str, int], old: bytes = b"") -> bytes:
-    """The ``holes`` outcome for an unsynced ``tail`` after the synced
-    ``base``: each ``HOLE_BLOCK`` block of the tail (the first one may be
-    partial, starting at ``len(base)``) kept, lost or garbage
-    independently; the file its full length or cut at a block boundary
-    (never below its synced length). A lost block reads as what the disk
-    held there before: ``old`` (synced bytes at the same offsets, for a file
-    written in place), zeros past it."""
-    start = len(base)
-    end = start + len(tail)
-    floor = start + len(old)  # the synced length: a power cut never shortens a file below it
-    first = max((start // HOLE_BLOCK + 1) * HOLE_BLOCK, -(-floor // HOLE_BLOCK) * HOLE_BLOCK)
-    if first < end and rng.random() < 0.5:
-        end = rng.randrange(first, end, HOLE_BLOCK)
-    out = bytearray(base)
-    pos = start
-    lost = holed = False
-    while pos < end:
-        nxt = min((pos // HOLE_BLOCK + 1) * HOLE_BLOCK, end)
-        chunk = tail[pos - start : nxt - start]
-        r = rng.randrange(3)
-        if r == 0:
-            out += chunk
-            holed = holed or lost
-        else:
-            out += old[pos - start : nxt - start].ljust(len(chunk), b"\0") if r == 1 else rng.randbytes(len(chunk))
-            lost = True
-        pos = nxt
-    if end - start < len(old):
-        out += old[end - start :]
-    key = "holes" if holed else "holes_without_hole"
-    outcomes[key] = outcomes.get(key, 0) + 1
-    return bytes(out)
