@@ -22,15 +22,17 @@ WAL lifecycle: a flushed memtable's segments are *retired* once its edit
 is synced: unlinked, or, with ``wal_retention_segments`` /
 ``wal_retention_seconds``, moved into ``<wal_dir>/archive/`` under a name
 that records when (docs/format/wal.md, "Archive"); then the archive is
-pruned (:func:`archive_victims` decides, without I/O). Open retires the
-segments a crash left behind the same way and prunes too. Nothing else
-deletes from the archive.
+pruned (the archive itself: lsm/wal/archive.py, :class:`WalArchive`; this
+module decides when, and supplies the clock). Open retires the segments a
+crash left behind the same way and prunes too. Nothing else deletes from
+the archive.
 
 Locks: ``_cv`` guards the flush queue and the wake-up flags; ``_install_mu``
 (the DB's) guards ``readers`` and the version set; ``_compact_mu``
 serialises compactions (one at a time); ``_wal_mu`` (a leaf: no I/O, no
-other lock taken under it) guards the live-segment set, their sizes and
-the archive listing. Lock order: DB write lock is never taken while
+other lock taken under it) guards the live-segment set and their sizes
+(the archive listing has its own leaf lock, ``WalArchive._mu``; the two
+are never nested). Lock order: DB write lock is never taken while
 holding ``_cv``; ``_install_mu`` may be held while briefly taking the
 write lock to swap the super version.
 """
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import threading
 import time
 import weakref
@@ -56,6 +57,7 @@ from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version import FileMeta
 from lsm.memtable import MemTable
 from lsm.sstable.reader import TableReader
+from lsm.wal.archive import ArchivedSegment, WalArchive, archive_victims  # noqa: F401 (re-exported: tests)
 from lsm.wal.format import SEGMENT_HEADER_SIZE
 
 if TYPE_CHECKING:
@@ -103,39 +105,6 @@ def wall_clock() -> float:
     in an archived segment's name, and "now" for age pruning). Tests
     replace it (monkeypatch ``lsm.background.wall_clock``)."""
     return time.time()
-
-
-@dataclass(frozen=True)
-class ArchivedSegment:
-    """One file of the WAL archive (``filenames.archived_wal_name``)."""
-
-    first_seq: int
-    archived_us: int
-    """When it was archived, microseconds since the Unix epoch."""
-    name: str
-    size: int
-
-
-def archive_victims(archived: list[ArchivedSegment], keep_segments: int, keep_seconds: float,
-                    now_us: int) -> list[ArchivedSegment]:
-    """The archived segments pruning deletes, oldest first: those that no
-    retention rule keeps. ``keep_segments`` keeps the newest that many (by
-    first sequence number, i.e. log order); ``keep_seconds`` keeps those
-    archived at most that long before ``now_us``. A rule that is 0 keeps
-    nothing; with both 0 retention is off and nothing is deleted (an archive
-    left by an earlier configuration is the user's to remove). Pure."""
-    if not keep_segments and not keep_seconds:
-        return []
-    ordered = sorted(archived, key=lambda a: (a.first_seq, a.archived_us))
-    by_count = len(ordered) - keep_segments  # index of the first one the count keeps
-    victims = []
-    for i, a in enumerate(ordered):
-        if i >= by_count:
-            break
-        if keep_seconds and now_us - a.archived_us <= keep_seconds * 1e6:
-            continue
-        victims.append(a)
-    return victims
 
 
 def open_reader(db: DB, number: int) -> TableReader:
@@ -197,17 +166,14 @@ class Background:
         self.cpu_seconds = {"flush": 0.0, "compaction": 0.0}
         self._imms = 0  # immutable memtables, as of the last switch or install (under the DB write lock)
         self.wal_files_deleted = 0  # unlinked from the WAL directory (not archived)
-        self.wal_files_pruned = 0  # deleted from the archive by the retention rule
         self.retired_bloom = [0, 0]
         self.level_io = [[0, 0] for _ in range(self.opts.num_levels)]  # per level: [bytes read, bytes written]
         # The WAL (see "WAL lifecycle" above); all guarded by _wal_mu:
         self._wal_mu = threading.Lock()
         self._live_wal: set[str] = set()  # segments of immutable memtables (and replayed ones) not yet retired
         self._wal_sizes: dict[str, int] = {}  # sizes of sealed live segments, learnt by wal_live()
-        self._archived: dict[str, ArchivedSegment] = {}  # the archive, by file name
-        self.wal_bytes_archived = 0
-        self.archive_dir = filenames.join(db.wal_dir, filenames.ARCHIVE_DIR)
-        self._archive_ready = False  # archive_dir exists and its entry is durable
+        self.archive = WalArchive(self.fs, db.wal_dir)
+        self.archive_dir = self.archive.dir
         self.table = TableOptions(
             block_size=self.opts.block_size,
             bloom_bits_per_key=self.opts.bloom_bits_per_key,
@@ -367,7 +333,7 @@ class Background:
         retire ``paths`` (segments whose commits are all in tables, left by
         a crash before their retirement) as after a flush, prune the
         archive. I/O is labelled with the caller's site."""
-        self._load_archive()
+        self.archive.load()
         self._retire_wal(paths, at_open=True)
         if self.opts.wal_archive:
             self._prune_archive()
@@ -385,8 +351,8 @@ class Background:
         for p in paths:
             try:
                 size = fs.file_size(p)
-                if archive and size > SEGMENT_HEADER_SIZE and not (at_open and self._is_archived(p, size)):
-                    self._archive_one(p, size)
+                if archive and size > SEGMENT_HEADER_SIZE and not (at_open and self.archive.holds(p, size)):
+                    self.archive.archive(p, size, max(0, int(wall_clock() * 1e6)))
                     moved = True
                 else:
                     fs.remove(p)
@@ -402,71 +368,33 @@ class Background:
             self.db._wal.sync_dir_extra()
         return moved
 
-    def _archive_one(self, path: str, size: int) -> None:
-        first_seq = filenames.parse_wal(os.path.basename(path))
-        assert first_seq is not None, path
-        if not self._archive_ready:
-            if not self.fs.is_dir(self.archive_dir):
-                self.fs.makedirs(self.archive_dir)
-                self.fs.sync_dir(self.db.wal_dir)  # the directory's own name is durable before it is used
-            self._archive_ready = True
-        now_us = max(0, int(wall_clock() * 1e6))
-        name = filenames.archived_wal_name(first_seq, now_us)
-        self.fs.rename(path, filenames.join(self.archive_dir, name))
-        with self._wal_mu:
-            self._archived[name] = ArchivedSegment(first_seq, now_us, name, size)
-            self.wal_bytes_archived += size
-
-    def _is_archived(self, path: str, size: int) -> bool:
-        first_seq = filenames.parse_wal(os.path.basename(path))
-        with self._wal_mu:
-            return any(a.first_seq == first_seq and a.size == size for a in self._archived.values())
-
     def _prune_archive(self) -> None:
         """Delete the archived segments no retention rule keeps."""
         opts = self.opts
-        with self._wal_mu:
-            listing = list(self._archived.values())
-        victims = archive_victims(listing, opts.wal_retention_segments, opts.wal_retention_seconds,
-                                  int(wall_clock() * 1e6))
-        for a in victims:
-            try:
-                self.fs.remove(filenames.join(self.archive_dir, a.name))
-            except FileNotFoundError:
-                pass
-            with self._wal_mu:
-                del self._archived[a.name]
-                self.wal_bytes_archived -= a.size
-            self.wal_files_pruned += 1
-        if victims and self.db._sync_dirs_extra():
+        pruned = self.archive.prune(opts.wal_retention_segments, opts.wal_retention_seconds,
+                                    int(wall_clock() * 1e6))
+        if pruned and self.db._sync_dirs_extra():
             self._sync_archive_dir()
 
     def _sync_archive_dir(self) -> None:
         try:
-            self.fs.sync_dir(self.archive_dir)
+            self.archive.sync_dir()
         except BaseException as e:
             self.db._on_fence(e)
             raise
 
-    def _load_archive(self) -> None:
-        """Read the archive listing (names that are not archived segments
-        are ignored, and never deleted)."""
-        d = self.archive_dir
-        if not self.fs.is_dir(d):
-            return
-        found = {}
-        for name in self.fs.listdir(d):
-            parsed = filenames.parse_archived_wal(name)
-            if parsed is not None:
-                found[name] = ArchivedSegment(parsed[0], parsed[1], name, self.fs.file_size(filenames.join(d, name)))
-        with self._wal_mu:
-            self._archived = found
-            self.wal_bytes_archived = sum(a.size for a in found.values())
-        self._archive_ready = True
-
     @property
     def wal_files_archived(self) -> int:
-        return len(self._archived)
+        return self.archive.files
+
+    @property
+    def wal_bytes_archived(self) -> int:
+        return self.archive.bytes
+
+    @property
+    def wal_files_pruned(self) -> int:
+        """Deleted from the archive by the retention rule."""
+        return self.archive.pruned
 
     def wal_live(self, mem_paths: list[str], current: str | None, current_bytes: int, *,
                  remember: bool = False) -> tuple[int, int, bool]:
