@@ -391,9 +391,10 @@ def test_regression_wal_probe_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
 
     from lsm.wal import format as wf
     from lsm.wal import reader as wr
+    from lsm.wal import torn_tail
 
-    monkeypatch.setattr(wr, "_PROBE_BYTES", 1 << 20)
-    crc_bytes = _counting(monkeypatch, wr, "masked_crc")
+    monkeypatch.setattr(torn_tail, "_PROBE_BYTES", 1 << 20)
+    crc_bytes = _counting(monkeypatch, torn_tail, "masked_crc")
     damaged = bytearray(wf.encode_record(2, 1, 0, b"xyz", 0))
     damaged[-1] ^= 1
     n = 512 << 10

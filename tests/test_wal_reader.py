@@ -525,13 +525,13 @@ def test_probe_gives_up_and_fails_closed(tmp_path: object, monkeypatch: pytest.M
     # A torn last record whose partial body holds many copies of the next
     # seq's 8 bytes: each is a candidate header to check. Past the limit the
     # probe assumes an intact record may follow.
-    from lsm.wal import reader
+    from lsm.wal import torn_tail
 
     recs = [Rec(1, 1, b"a"), Rec(2, 1, struct.pack("<Q", 3) * 50)]
     data, _ = build(1, recs)
     path = write_seg(str(tmp_path), 1, data[:-1])
     assert scan_segment(FS, path).damage.is_tail  # type: ignore[union-attr]
-    monkeypatch.setattr(reader, "_PROBE_LIMIT", 10)
+    monkeypatch.setattr(torn_tail, "_PROBE_LIMIT", 10)
     s = scan_segment(FS, path)
     assert s.damage is not None and not s.damage.is_tail and "cannot rule out" in s.damage.detail
     with pytest.raises(CorruptionError, match="cannot rule out"):

@@ -16,7 +16,7 @@ import pytest
 import lsm
 from lsm.base.crashfs import CrashFS
 from lsm.wal import format as wf
-from lsm.wal import reader as wr
+from lsm.wal import torn_tail
 from lsm.wal.reader import replay, scan_segment_bytes
 
 HS = wf.SEGMENT_HEADER_SIZE
@@ -139,7 +139,7 @@ def test_several_holes_the_search_continues_after_each() -> None:
 
 def test_repeated_searches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The searches after further damage have a byte budget and fail closed."""
-    monkeypatch.setattr(wr, "_PROBE_SCAN", 64)
+    monkeypatch.setattr(torn_tail, "_PROBE_SCAN", 64)
     n = 12
     offs = segment(n)[1]
     data, offs = segment(n, [24] + [offs[1]] * 11)
