@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
@@ -286,20 +286,10 @@ def _install_locked(db: DB, outputs: list[Output], provisional: int,
             _reseq(db, outputs, seq)
         lo = min(p.smallest for _n, p in outputs)
         hi = max(p.largest for _n, p in outputs)
-        compacting = not bg._compact_mu.acquire(blocking=False)
-        try:
-            level = 0 if compacting else _ingest_level(db._vs.current, lo, hi, [p for _n, p in l0_extra])
-            files = [(0, n, p) for n, p in l0_extra] + [(level, n, p) for n, p in outputs]
-            state["logging"] = True
-            try:
-                bg.install_ingest_locked(files, seq, new_mem)
-            except OSError as e:
-                db._on_fence(e)
-                raise
-            bg.count_ingest(level, sum(p.file_size for _n, p in outputs))
-        finally:
-            if not compacting:
-                bg._compact_mu.release()
+        _log_and_install(
+            db, outputs, lambda: _ingest_level(db._vs.current, lo, hi, [p for _n, p in l0_extra]),
+            seq, new_mem, state, l0_extra,
+        )
     except BaseException:
         if not state["logging"]:
             remove_outputs(db._fs, db.path, [n for n, _p in l0_extra])
@@ -313,6 +303,32 @@ def _install_locked(db: DB, outputs: list[Output], provisional: int,
     db._keys_written += sum(p.num_entries for _n, p in outputs)
     db._user_bytes += sum(p.data_size for _n, p in outputs)
     return seq, old_wal
+
+
+def _log_and_install(db: DB, outputs: list[Output], pick_level: Callable[[], int], seq: int | None,
+                     new_mem: MemTable | None, state: dict[str, bool], l0_extra: list[Output] | None = None) -> None:
+    """Log and install the version edit adding ``outputs`` (after
+    ``l0_extra``, into level 0) at the level ``pick_level()`` picks, or at
+    level 0 while a compaction runs (its lock is busy: the levels below may
+    be changing); then count the ingest. Sets ``state["logging"]`` just
+    before the edit is logged: from then on the outputs are the manifest's,
+    not the caller's to delete. A failure to log fences the DB.
+    REQUIRES: ``_install_mu`` and the DB write lock held."""
+    bg = db._bg
+    compacting = not bg._compact_mu.acquire(blocking=False)
+    try:
+        level = 0 if compacting else pick_level()
+        files = [(0, n, p) for n, p in l0_extra or ()] + [(level, n, p) for n, p in outputs]
+        state["logging"] = True
+        try:
+            bg.install_ingest_locked(files, seq, new_mem)
+        except OSError as e:
+            db._on_fence(e)
+            raise
+        bg.count_ingest(level, sum(p.file_size for _n, p in outputs))
+    finally:
+        if not compacting:
+            bg._compact_mu.release()
 
 
 def _ingest_level(version: Version, lo: bytes, hi: bytes, l0_extra: list[TableProperties]) -> int:
@@ -421,39 +437,29 @@ def _add_as_is(db: DB, infos: list[TableInfo], move: bool) -> int | None:
     except BaseException:
         remove_outputs(fs, db.path, numbers)
         raise
-    bg = db._bg
-    logging = False
+    state = {"logging": False}
     try:
         with db._install_mu, db._write_mu, db._snap_mu:
             db._check_usable()
             if db._snapshots:
                 remove_outputs(fs, db.path, numbers)
                 return None
-            compacting = not bg._compact_mu.acquire(blocking=False)
-            try:
-                version = db._vs.current
-                last = version.num_levels - 1
-                level = 0 if compacting or any(version.overlapping(last, p.smallest, p.largest)
-                                               for _n, p in files) else last
-                logging = True
-                try:
-                    bg.install_ingest_locked([(level, n, p) for n, p in files], None, None)
-                except OSError as e:
-                    db._on_fence(e)
-                    raise
-                bg.count_ingest(level, sum(p.file_size for _n, p in files))
-            finally:
-                if not compacting:
-                    bg._compact_mu.release()
+            _log_and_install(db, files, lambda: _bottom_if_free(db._vs.current, files), None, None, state)
             seq = db._last_seq
             db._keys_written += sum(i.num_entries for i in infos)
             db._user_bytes += sum(i.data_size for i in infos)
     except BaseException:
-        if not logging:
+        if not state["logging"]:
             remove_outputs(fs, db.path, numbers)
         raise
-    bg.ingest_done(0, [])
+    db._bg.ingest_done(0, [])
     return seq
+
+
+def _bottom_if_free(version: Version, files: list[Output]) -> int:
+    """The last level when no table of it overlaps any of ``files``, else 0."""
+    last = version.num_levels - 1
+    return 0 if any(version.overlapping(last, p.smallest, p.largest) for _n, p in files) else last
 
 
 def _free_for(db: DB, infos: list[TableInfo]) -> bool:
