@@ -275,8 +275,8 @@ class Options:
     """Where flush and compaction run: ``process`` (a worker process, so the
     writers keep the GIL: see docs/architecture.md for the measurement),
     ``thread`` (a thread of this process; needed when ``fs`` is a custom
-    in-memory layer), or ``inline`` (in the calling thread, deterministic;
-    for tests)."""
+    in-memory layer: ``lsm.open`` refuses ``process`` with one), or
+    ``inline`` (in the calling thread, deterministic; for tests)."""
 
     fs: FileSystem = field(default=DEFAULT_FS, repr=False, compare=False)
     """The filesystem layer (tests pass a fault-injecting or crash-simulating
@@ -344,6 +344,19 @@ class Options:
                 raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.fs, FileSystem):
             raise TypeError(f"fs: expected an lsm FileSystem, got {type(self.fs).__name__}")
+        return self
+
+    def validate_open(self) -> Options:
+        """Check what only opening a database needs (``lsm.open``; other
+        users of Options, such as ``lsm.restore``, run no background work);
+        return self. REQUIRES: :meth:`validate` passed. Raises ValueError
+        naming the options."""
+        if self.background == "process" and self.fs.in_memory:
+            raise ValueError(
+                f"background='process' cannot be used with fs={type(self.fs).__name__}(), an in-memory "
+                "filesystem: the worker process would not see its files (the first flush would fail); "
+                "pass background='thread' or 'inline'"
+            )
         return self
 
     @property

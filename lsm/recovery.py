@@ -75,7 +75,7 @@ def _check_directory(fs: Any, path: str, opts: Options) -> bool:
 
 
 def open_db(path: str, opts: Options) -> DB:
-    fs = opts.fs
+    fs = opts.validate_open().fs
     # Absolute: worker processes (background="process") and later
     # os.chdir calls must see the same directories.
     path = os.path.abspath(os.fspath(path))

@@ -76,3 +76,27 @@ def test_sync_coerce():
         Sync.coerce("fast")
     with pytest.raises(ValueError):
         Sync.coerce(9)
+
+
+def test_open_refuses_process_background_with_in_memory_fs():
+    """background="process" runs flushes in a worker process, which cannot
+    see an in-memory filesystem: the first flush used to fence the DB.
+    lsm.open refuses the pair up front, naming both options, and touches
+    nothing; thread and inline open it, and restore (no background work)
+    still takes such Options."""
+    from lsm.base.crashfs import CrashFS
+    from lsm.base.fs import FileSystem
+
+    fs = CrashFS()
+    for kwargs in ({}, {"background": "process"}, {"options": Options(fs=fs)}):
+        with pytest.raises(ValueError, match=r"background='process'.*fs=CrashFS\(\).*'thread' or 'inline'"):
+            lsm.open("/db", **({"fs": fs} | kwargs))
+    assert fs.tree() == {} and fs.ops == 0  # refused before any I/O (no directory, no LOCK)
+    for background in ("thread", "inline"):
+        with lsm.open("/db", fs=fs, background=background, memtable_size=4096) as db:
+            for i in range(200):
+                db.put(b"k%04d" % i, b"v" * 50)
+            db.flush()
+            assert db.get(b"k0199") == b"v" * 50
+    Options(fs=fs).validate()  # Options alone are fine: only an open needs the worker to see the files
+    assert not FileSystem().in_memory  # real files: process mode stays the default

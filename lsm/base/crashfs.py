@@ -154,6 +154,7 @@ class CrashFS(FileSystem):
     """See the module docstring. Paths are POSIX paths; relative ones are
     taken from the root."""
 
+    in_memory = True
 
     def __init__(self, *, trace: bool = False, sync_latency: float = 0.0):
         self.sync_latency = sync_latency  # seconds each file sync sleeps (outside the lock), as a disk would

@@ -162,6 +162,11 @@ class FileSystem:
     or the public methods to inject faults or record operations.
     """
 
+    in_memory = False
+    """True for a layer whose files exist only in this process's memory
+    (CrashFS): a worker process (``background="process"``) cannot see them,
+    so ``lsm.open`` refuses that combination (``Options.validate_open``)."""
+
     # ---- files -----------------------------------------------------------
     def create(self, path: str) -> WritableFile:
         """Create ``path`` (truncating an existing file) for appending."""
