@@ -19,11 +19,10 @@ from __future__ import annotations
 import heapq
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain as _chain
-from itertools import islice
-from operator import eq, itemgetter, neg
+from itertools import compress, groupby, islice, repeat
+from operator import and_, eq, itemgetter, rshift
 from typing import Any
 
 from lsm.base.coding import ValueKind
@@ -73,50 +72,127 @@ def _all_puts_upto(trailers: Sequence[int], limit: int) -> bool:
     return a.tobytes()[_KIND_BYTE :: a.itemsize].count(_PUT) == len(a)
 
 
+_KEEP_PUT = bytes(int(i == _PUT) for i in range(256))
+"""``bytes.translate`` table: a kind byte -> 1 for PUT, 0 otherwise."""
+
+
+def _resolve(
+    parts: list[Columns],
+    limit: int,
+    rdels: tuple[Sequence[bytes], Sequence[bytes], Sequence[int]] | None,
+    reverse: bool,
+) -> Iterable[tuple[bytes, bytes]]:
+    """The visible ``(key, value)`` pairs of one round of
+    :func:`visible_columns`, in key order (descending when ``reverse``).
+
+    ``parts``: every entry of the round's keys, as :data:`Columns` in
+    internal order (ascending), one per source, newest source first. C-level
+    passes only, per entry: a key's deciding version is the first visible
+    one (``trailer <= limit``) in the newest source that has one, taken by
+    building a dict from the oldest part to the newest, each part reversed
+    (so a newer version overwrites an older one); its keys, sorted, are the
+    round's keys. Deletions and keys under a newer range tombstone are then
+    dropped through a keep-mask (one bisect pair per fragment)."""
+    if len(parts) == 1:
+        ks, ts, vs = parts[0]
+        if rdels is None and _all_puts_upto(ts, limit) and not any(map(eq, ks, islice(ks, 1, None))):
+            # One source, every entry a visible PUT of a distinct key: the
+            # chunk itself (a sorted level alone, a scan after compaction).
+            return zip(reversed(ks), reversed(vs)) if reverse else zip(ks, vs)
+    if rdels is None and all(_all_puts_upto(p[1], limit) for p in parts):
+        # Every entry a visible PUT (the common case): newest version wins.
+        d: dict[bytes, bytes] = {}
+        for ks, _ts, vs in reversed(parts):
+            d.update(zip(reversed(ks), reversed(vs)))
+        sk = sorted(d, reverse=reverse)
+        return zip(sk, map(d.__getitem__, sk))
+    dv: dict[bytes, bytes] = {}
+    dt: dict[bytes, int] = {}
+    for ks, ts, vs in reversed(parts):
+        if max(ts) > limit:
+            sel = list(map(limit.__ge__, ts))  # seq <= snapshot
+            ks = list(compress(ks, sel))
+            ts = list(compress(ts, sel))
+            vs = list(compress(vs, sel))
+        dv.update(zip(reversed(ks), reversed(vs)))
+        dt.update(zip(reversed(ks), reversed(ts)))
+    if not dv:
+        return ()
+    sk = sorted(dv)
+    st = array("Q", map(dt.__getitem__, sk))
+    keep = bytearray(st.tobytes()[_KIND_BYTE :: st.itemsize].translate(_KEEP_PUT))
+    if rdels is not None:
+        starts, ends, seqs = rdels
+        nf = len(starts)
+        f = bisect_right(ends, sk[0])  # the first fragment ending after the first key
+        last = sk[-1]
+        while f < nf and starts[f] <= last:
+            i = bisect_left(sk, starts[f])
+            j = bisect_left(sk, ends[f], i)
+            if i < j:
+                # Keep a key when its deciding version is at least as new
+                # as the fragment: seq_f <= trailer >> 8.
+                keep[i:j] = bytes(map(and_, keep[i:j], map(seqs[f].__le__, map(rshift, st[i:j], repeat(8)))))
+            f += 1
+    if reverse:
+        sk.reverse()
+        keep.reverse()
+    return compress(zip(sk, map(dv.__getitem__, sk)), keep)
+
+
+def key_successor(key: bytes) -> bytes:
+    """The smallest key greater than ``key``."""
+    return key + b"\x00"
+
+
 def visible_columns(
     sources: list[Iterator[Columns]],
     snapshot: int,
     rdels: tuple[list[bytes], list[bytes], list[int]] | None = None,
     check: Callable[[], None] | None = None,
-    windowed: Sequence[Callable[[bytes | None, bytes | None], Iterable[Entry]]] = (),
+    windowed: Sequence[Callable[[bytes | None, bytes | None], Columns | None]] = (),
     lo: bytes | None = None,
     hi: bytes | None = None,
+    reverse: bool = False,
 ) -> Iterator[Iterable[tuple[bytes, bytes]]]:
-    """:func:`visible` (forward) for sources of :data:`Columns`, a round at
-    a time; yields each round's ``(key, value)`` pairs as an iterable, so
+    """:func:`visible` for sources of :data:`Columns`, a round at a time;
+    yields each round's ``(key, value)`` pairs as an iterable, so
     ``itertools.chain.from_iterable`` over it hands out pairs with no
     Python frame per pair (a generator's ``yield from`` resumes its frame
     for every item).
 
-    Each round takes from every source the entries below the smallest last
-    key of the sources that have more to come (so a round holds every
-    version of its keys), merges them with one C-level sort when more than
-    one source contributes, and yields ``zip(keys, values)`` when every
-    entry is a visible PUT of a distinct key (the common case), else the
-    list of pairs :func:`visible` would give. ``check`` is called before
-    each round (the DB raises there once it is closed or fenced).
+    ``sources``: newest first. Forward, each yields chunks in internal
+    order; ``reverse``, each yields chunks that are each in internal order
+    (ascending) but come last chunk first (the table readers'
+    ``iter_columns(reverse=True)``), and the pairs come in descending key
+    order.
 
-    ``windowed``: sources read by key range, ``f(start, stop)`` giving the
-    entries of ``[start, stop)`` (the memtables): each round asks them for
-    its own key range only, so a seek copies a few memtable keys, not every
-    key from the seek on. ``[lo, hi)``: the scan's range (their first and
-    last window's bounds)."""
+    Each round takes from every source the entries beyond the nearest
+    chunk edge of the sources that have more to come (forward: keys below
+    the smallest last key; reverse: above the largest first key), so a
+    round holds every version of its keys, and decides them with
+    :func:`_resolve` (C-level passes: no per-entry Python). ``check`` is
+    called before each round (the DB raises there once it is closed or
+    fenced).
+
+    ``windowed``: sources read by key range, newer than every source in
+    ``sources``, newest first (the memtables): ``f(start, stop)`` gives the
+    entries of ``[start, stop)`` as one :data:`Columns` (None or empty when
+    there are none). Each round asks them for its own key range only, so a
+    seek copies a few memtable keys, not every key from the seek on.
+    ``[lo, hi)``: the scan's range (their first and last window's bounds)."""
     limit = (snapshot << 8) | 0xFF
     # Per source: [keys, trailers, values, position, iterator or None once
-    # exhausted, refill due]; entries before the position are consumed.
+    # exhausted, refill due]. Forward, the entries before the position are
+    # consumed; reverse, the entries from the position on.
     bufs: list[list[Any]] = []
     for s in sources:
         c = next(s, None)
         if c is not None:
-            bufs.append([c[0], c[1], c[2], 0, s, False])
-    starts: Sequence[bytes] = ()
-    ends: Sequence[bytes] = ()
-    seqs: Sequence[int] = ()
-    if rdels is not None:
-        starts, ends, seqs = rdels
-    nf = len(starts)
-    fi = 0
-    wlo = lo  # start of the windowed sources' next window
+            bufs.append([c[0], c[1], c[2], len(c[0]) if reverse else 0, s, False])
+    # The windowed sources' next window: [wlo, whi).
+    wlo = lo
+    whi = hi
     wdone = not windowed
     while bufs or not wdone:
         if check is not None:
@@ -127,97 +203,84 @@ def visible_columns(
         for b in bufs:
             if b[5]:
                 b[5] = False
-                ks = b[0]
-                j = b[3]
                 c = next(b[4], None)
                 if c is None:
                     b[4] = None
-                elif j == len(ks):
-                    b[0], b[1], b[2], b[3] = c[0], c[1], c[2], 0
+                elif reverse:
+                    p = b[3]
+                    if p == 0:
+                        b[0], b[1], b[2], b[3] = c[0], c[1], c[2], len(c[0])
+                    else:
+                        b[0], b[1], b[2] = [*c[0], *b[0][:p]], [*c[1], *b[1][:p]], [*c[2], *b[2][:p]]
+                        b[3] = len(b[0])
                 else:
-                    b[0], b[1], b[2], b[3] = [*ks[j:], *c[0]], [*b[1][j:], *c[1]], [*b[2][j:], *c[2]], 0
-            if b[3] < len(b[0]):
+                    ks = b[0]
+                    j = b[3]
+                    if j == len(ks):
+                        b[0], b[1], b[2], b[3] = c[0], c[1], c[2], 0
+                    else:
+                        b[0], b[1], b[2], b[3] = [*ks[j:], *c[0]], [*b[1][j:], *c[1]], [*b[2][j:], *c[2]], 0
+            if (b[3] > 0) if reverse else (b[3] < len(b[0])):
                 keep.append(b)
         bufs = keep
+        # The bound: every entry beyond it (all, when no source has more
+        # to come) is here. A source whose chunk ends at the bound keeps its
+        # entries of the bound key (more versions of it may follow in its
+        # next chunk) and is refilled next round.
         bound = None
-        for b in bufs:
-            if b[4] is not None:
-                last = b[0][-1]
-                if bound is None or last < bound:
-                    bound = last
-        # Every entry with key < bound (all, when no source has more to
-        # come) is here: take them. A source whose chunk ends at the bound
-        # keeps its entries of the bound key (more versions of it may
-        # follow in its next chunk) and is refilled next round.
-        parts = []
-        for b in bufs:
-            ks = b[0]
-            p = b[3]
-            n = len(ks)
-            j = n if bound is None else bisect_left(ks, bound, p)
-            if j > p:
-                if p == 0 and j == n:
-                    parts.append((ks, b[1], b[2]))
-                else:
-                    parts.append((ks[p:j], b[1][p:j], b[2][p:j]))
-            b[3] = j
-            b[5] = b[4] is not None and (j == n or ks[-1] == bound)
-        if not wdone:
-            # This round's window: [wlo, bound), or to the end of the scan
-            # once the other sources have nothing more to come.
-            whi = hi if bound is None else bound
-            if wlo is None or whi is None or wlo < whi:
-                for f in windowed:
-                    es = list(f(wlo, whi))
-                    if es:
-                        parts.append(tuple(zip(*es)))  # type: ignore[arg-type]
-            wlo = whi
-            wdone = bound is None
-        if not parts:
-            continue
-        if len(parts) == 1:
-            ks, ts, vs = parts[0]
-            clean = rdels is None and _all_puts_upto(ts, limit) and not any(map(eq, ks, islice(ks, 1, None)))
+        parts: list[Columns] = []
+        if reverse:
+            for b in bufs:
+                if b[4] is not None:
+                    first = b[0][0]
+                    if bound is None or first > bound:
+                        bound = first
+            for b in bufs:
+                ks = b[0]
+                p = b[3]
+                i = 0 if bound is None else bisect_right(ks, bound, 0, p)
+                if i < p:
+                    parts.append((ks, b[1], b[2]) if i == 0 and p == len(ks) else (ks[i:p], b[1][i:p], b[2][i:p]))
+                b[3] = i
+                b[5] = b[4] is not None and (i == 0 or ks[0] == bound)
         else:
-            if rdels is None and all(_all_puts_upto(p[1], limit) for p in parts):
-                # Every entry a visible PUT: when the keys are distinct too
-                # (the dict holds them all), sorting the keys alone gives the
-                # pairs (bytes compare faster than tuples).
-                d = dict(zip(_chain.from_iterable(p[0] for p in parts), _chain.from_iterable(p[2] for p in parts)))
-                if len(d) == sum(len(p[0]) for p in parts):
-                    sk = sorted(d)
-                    yield zip(sk, map(d.__getitem__, sk))
-                    continue
-            clean = False
-            # Internal order: key ascending, then trailer descending (-t
-            # ascending); timsort merges the sorted runs.
-            ents = sorted(
-                zip(
-                    _chain.from_iterable(p[0] for p in parts),
-                    map(neg, _chain.from_iterable(p[1] for p in parts)),
-                    _chain.from_iterable(p[2] for p in parts),
-                )
-            )
-            ks, nts, vs = zip(*ents)
-            ts = list(map(neg, nts))
-        if clean:
-            yield zip(ks, vs)
-            continue
-        out = []
-        done = None
-        for key, trailer, value in zip(ks, ts, vs):
-            if key == done or trailer > limit:
-                continue
-            done = key
-            if trailer & 0xFF == _PUT:
-                if nf:
-                    while fi < nf and key >= ends[fi]:
-                        fi += 1
-                    if fi < nf and starts[fi] <= key and (trailer >> 8) < seqs[fi]:
-                        continue
-                out.append((key, value))
-        if out:
-            yield out
+            for b in bufs:
+                if b[4] is not None:
+                    last = b[0][-1]
+                    if bound is None or last < bound:
+                        bound = last
+            for b in bufs:
+                ks = b[0]
+                p = b[3]
+                n = len(ks)
+                j = n if bound is None else bisect_left(ks, bound, p)
+                if j > p:
+                    parts.append((ks, b[1], b[2]) if p == 0 and j == n else (ks[p:j], b[1][p:j], b[2][p:j]))
+                b[3] = j
+                b[5] = b[4] is not None and (j == n or ks[-1] == bound)
+        if not wdone:
+            # This round's window: forward [wlo, bound), reverse the keys
+            # above the bound, or to the end of the scan once the other
+            # sources have nothing more to come.
+            if reverse:
+                a = lo if bound is None else key_successor(bound)
+                z = whi
+                whi = a
+            else:
+                a = wlo
+                z = hi if bound is None else bound
+                wlo = z
+            if a is None or z is None or a < z:
+                wparts = []
+                for f in windowed:
+                    c = f(a, z)
+                    if c is not None and len(c[0]):
+                        wparts.append(c)
+                if wparts:
+                    parts[:0] = wparts  # the windowed sources are the newest
+            wdone = bound is None
+        if parts:
+            yield _resolve(parts, limit, rdels, reverse)
 
 
 def visible(
@@ -227,91 +290,37 @@ def visible(
     rdels: tuple[list[bytes], list[bytes], list[int]] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of every key visible at ``snapshot``, in key order (or
-    reverse key order). ``rdels``: the range tombstones visible at
-    ``snapshot`` as ``(starts, ends, seqs)``, fragments in key order with
-    the newest seq of each (``rangedel.visible_fragments``); None: none."""
+    reverse key order): the plain heap merge, one entry at a time (the
+    reference :func:`visible_columns` is tested against). ``rdels``: the
+    range tombstones visible at ``snapshot`` as ``(starts, ends, seqs)``,
+    fragments in key order with the newest seq of each
+    (``rangedel.visible_fragments``); None: none.
+
+    A key's deciding version is its newest with ``seq <= snapshot``
+    (the largest trailer ``<= limit``: in an LSM a newer source holds newer
+    versions, so this is also the first one in source order); it is
+    yielded when it is a PUT and no fragment covering the key is newer."""
     if not sources:
         return
     if len(sources) == 1:
         merged: Iterator[Entry] = sources[0]
     else:
         merged = heapq.merge(*sources, key=_KEY, reverse=reverse)
-    if rdels is not None:
-        yield from _visible_rdels(merged, snapshot, reverse, rdels)
-        return
-    if not reverse:
-        done = None  # last key decided
-        limit = (snapshot << 8) | 0xFF  # trailer <= limit  <=>  seq <= snapshot
-        for key, trailer, value in merged:
-            if key == done or trailer > limit:
-                continue
-            done = key
-            if trailer & 0xFF == _PUT:
-                yield key, value
-        return
-    # Reverse: versions of a key arrive oldest first and sources interleave,
-    # so take the newest visible version of each key group.
     limit = (snapshot << 8) | 0xFF
-    cur = None
-    best_t = -1
-    best_v = b""
-    for key, trailer, value in merged:
-        if key != cur:
-            if best_t >= 0 and best_t & 0xFF == _PUT:
-                yield cur, best_v  # type: ignore[misc]
-            cur = key
-            best_t = -1
-        if best_t < trailer <= limit:
-            best_t = trailer
-            best_v = value
-    if best_t >= 0 and best_t & 0xFF == _PUT:
-        yield cur, best_v  # type: ignore[misc]
-
-
-def _visible_rdels(
-    merged: Iterator[Entry], snapshot: int, reverse: bool, rdels: tuple[list[bytes], list[bytes], list[int]]
-) -> Iterator[tuple[bytes, bytes]]:
-    """:func:`visible` with range tombstones: a key's deciding version is
-    also hidden when the fragment covering the key has a newer seq. The
-    fragment cursor moves with the keys, one step per fragment."""
-    starts, ends, seqs = rdels
-    nf = len(starts)
-    limit = (snapshot << 8) | 0xFF
-    if not reverse:
-        fi = 0
-        done = None
-        for key, trailer, value in merged:
-            if key == done or trailer > limit:
-                continue
-            done = key
-            if trailer & 0xFF == _PUT:
-                while fi < nf and key >= ends[fi]:
-                    fi += 1
-                if fi < nf and starts[fi] <= key and (trailer >> 8) < seqs[fi]:
-                    continue
-                yield key, value
-        return
-    fi = nf - 1
-    cur = None
-    best_t = -1
-    best_v = b""
-    for key, trailer, value in merged:
-        if key != cur:
-            if best_t >= 0 and best_t & 0xFF == _PUT:
-                while fi >= 0 and cur < starts[fi]:  # type: ignore[operator]
-                    fi -= 1
-                if not (fi >= 0 and cur < ends[fi] and (best_t >> 8) < seqs[fi]):  # type: ignore[operator]
-                    yield cur, best_v  # type: ignore[misc]
-            cur = key
-            best_t = -1
-        if best_t < trailer <= limit:
-            best_t = trailer
-            best_v = value
-    if best_t >= 0 and best_t & 0xFF == _PUT:
-        while fi >= 0 and cur < starts[fi]:  # type: ignore[operator]
-            fi -= 1
-        if not (fi >= 0 and cur < ends[fi] and (best_t >> 8) < seqs[fi]):  # type: ignore[operator]
-            yield cur, best_v  # type: ignore[misc]
+    starts, ends, seqs = rdels if rdels is not None else ((), (), ())
+    for key, group in groupby(merged, _KEY):
+        best = -1
+        value = b""
+        for _k, t, v in group:
+            if best < t <= limit:
+                best = t
+                value = v
+        if best < 0 or best & 0xFF != _PUT:
+            continue
+        f = bisect_right(starts, key) - 1
+        if f >= 0 and key < ends[f] and (best >> 8) < seqs[f]:
+            continue
+        yield key, value
 
 
 def prefix_successor(prefix: bytes) -> bytes | None:

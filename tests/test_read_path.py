@@ -100,6 +100,72 @@ def test_block_view_rejects_bad_layouts():
         BlockView(bytes(bad), check_offsets=True)
 
 
+def test_block_view_find_straddles_prefixes_and_fast_path(monkeypatch):
+    # A first occurrence that straddles two keys, or is a prefix of a longer
+    # key, must fall back to the bisection and still answer right.
+    cases = [
+        ([b"ab", b"ba", b"bab"], b"bab", 2),  # "ba"+"b..." straddles before the real "bab"
+        ([b"ab", b"bc"], b"bb", None),  # only a straddle: absent
+        ([b"abc", b"abcd"], b"ab", None),  # prefix of a longer key: absent
+        ([b"abc", b"abcd"], b"abcd", 1),
+        ([b"", b"a", b"aa"], b"a", 1),  # an empty key at the start
+    ]
+    for keys, probe, want in cases:
+        v = BlockView(encode_block(keys, [pack_trailer(5, PUT)] * len(keys), [b"v%d" % i for i in range(len(keys))]))
+        got = v.find(probe, MAX_SEQ << 8 | 0xFF)
+        assert got == (None if want is None else (probe, pack_trailer(5, PUT), b"v%d" % want)), (keys, probe)
+        assert v.find(probe, 4 << 8 | 0xFF) is None  # every version newer than the snapshot
+    # Zero-padded numbers: many occurrences straddle two keys
+    # ("00000010" + "00000012" holds "00000100"); answers stay right.
+    keys = [b"%08d" % i for i in range(0, 400, 2)]
+    v = BlockView(encode_block(keys, [pack_trailer(7, PUT)] * len(keys), keys))
+    for i in range(400):
+        k = b"%08d" % i
+        assert v.find(k, MAX_SEQ << 8 | 0xFF) == (None if i & 1 else (k, pack_trailer(7, PUT), k)), k
+    # Keys whose first byte starts no other part of a key cannot straddle:
+    # then one C-level search answers present and absent keys, never the
+    # bisection.
+    keys = [b"k%07d" % i for i in range(0, 200, 2)]
+    trailers = [pack_trailer(1000 - i, PUT) for i in range(len(keys))]
+    v = BlockView(encode_block(keys, trailers, [k[::-1] for k in keys]))
+
+    def no_bisect(*a):
+        raise AssertionError("bisection used")
+
+    monkeypatch.setattr(BlockView, "_find_bisect", no_bisect)
+    for i, k in enumerate(keys):
+        assert v.find(k, MAX_SEQ << 8 | 0xFF) == (k, trailers[i], k[::-1])
+        assert v.find(k, trailers[i] - 1) is None
+        assert v.find(b"k%07d" % (2 * i + 1), MAX_SEQ << 8 | 0xFF) is None
+
+
+def test_lookup_bloom_probe_agrees_with_filter(tmp_path):
+    # TableReader.lookup inlines BloomFilter.may_contain_hashed: it must
+    # reject exactly the keys the filter rejects, and find every present key.
+    from lsm.sstable.bloom import key_hashes
+
+    rng = random.Random(11)
+    keys = sorted({rng.randbytes(rng.randint(1, 20)) for _ in range(3000)})
+    path = str(tmp_path / "1.sst")
+    w = TableWriter(DEFAULT_FS, path, block_size=512)
+    for i, k in enumerate(keys):
+        w.add(k, pack_trailer(i + 1, PUT), b"v%d" % i)
+    w.finish()
+    r = TableReader.open(DEFAULT_FS, path, file_number=1, cache=BlockCache(1 << 16))
+    target = MAX_SEQ << 8 | 0xFF
+    for i, k in enumerate(keys):
+        assert r.lookup(k, target, *key_hashes(k)) == (k, pack_trailer(i + 1, PUT), b"v%d" % i)
+    assert r.bloom_useful == 0
+    present = set(keys)
+    absent = [k for k in (rng.randbytes(rng.randint(1, 20)) for _ in range(5000)) if k not in present]
+    for k in absent:
+        assert r.lookup(k, target, *key_hashes(k)) is None
+    rejected = sum(not r.may_contain(k) for k in absent)
+    assert r.bloom_useful == rejected and rejected > 0.95 * len(absent)
+    r._cache.check()
+    r.close()
+
+
 # ---------------------------------------------------------------- table columns
 @pytest.mark.parametrize("seed", seeds(200)[:10])
 def test_iter_columns_equals_iter_entries(tmp_path, seed):
@@ -171,6 +237,12 @@ def rdels_for(rng, snap):
     return visible_fragments([RangeDels.build(pieces)], None, None, snap)
 
 
+def window(entries, a, b):
+    """A windowed source's answer: the entries of [a, b) as Columns."""
+    es = [e for e in entries if (a is None or e[0] >= a) and (b is None or e[0] < b)]
+    return tuple(list(x) for x in zip(*es)) if es else None
+
+
 @pytest.mark.parametrize("seed", seeds(300))
 def test_visible_columns_equals_heap_merge(seed):
     print("seed", seed)
@@ -192,10 +264,12 @@ def test_visible_columns_equals_heap_merge(seed):
         lo, hi = rng.choice([None, rand_key(rng)]), rng.choice([None, rand_key(rng)])
         inr = [[e for e in s if (lo is None or e[0] >= lo) and (hi is None or e[0] < hi)] for s in sources]
         want = list(visible([iter(s) for s in inr], snap, False, rdels))
+        # The windowed sources are the newest (as the memtables are).
         cs, win = [], []
-        for s in inr:
-            if rng.random() < 0.5:
-                win.append(lambda a, b, s=s: [e for e in s if (a is None or e[0] >= a) and (b is None or e[0] < b)])
+        nwin = rng.randint(0, len(inr))
+        for i, s in enumerate(inr):
+            if i < nwin:
+                win.append(lambda a, b, s=s: window(s, a, b))
             else:
                 cs.append(chunked(s, rng))
         got = list(chain.from_iterable(visible_columns(cs, snap, rdels, None, win, lo, hi)))

@@ -323,13 +323,25 @@ class TableReader:
         :func:`~lsm.sstable.bloom.key_hashes` (computed once per get for
         every table probed). A cached block is taken from the cache's map
         here rather than through :meth:`_block` (two calls fewer per get,
-        readrandom in docs/benchmarks.md)."""
+        readrandom in docs/benchmarks.md). So is the bloom probe
+        (:meth:`BloomFilter.may_contain_hashed`, the same arithmetic), and a
+        missed block is loaded and cached here, not through :meth:`_block`
+        (which would look it up in the cache a second time)."""
         bloom = self._bloom
         if bloom is not None:
             self.bloom_checked += 1
-            if not bloom.may_contain_hashed(h1, h2):
-                self.bloom_useful += 1
-                return None
+            m = bloom.m
+            y = h1 * m
+            d = h2 * m
+            mm = bloom._mm
+            bits = bloom._bits
+            for _ in bloom._probes:
+                if y >> 32 not in bits:
+                    self.bloom_useful += 1
+                    return None
+                y += d
+                if y >= mm:
+                    y -= mm
         ikeys = self._ikeys
         nb = len(ikeys)
         i = bisect_left(ikeys, key)
@@ -354,7 +366,11 @@ class TableReader:
                     pass
                 cache.hits += 1
                 return e[0].find(key, target)  # type: ignore[attr-defined, no-any-return]
-        return self._block(i).find(key, target)
+            cache.misses += 1
+            b = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
+            cache.put(ck, b, len(b.p) + _BLOCK_CHARGE + _ENTRY_CHARGE * b.n)
+            return b.find(key, target)
+        return self._load_block(self._boffs[i], self._bsizes[i], self._verify).find(key, target)
 
     def iter_entries(
         self,
@@ -376,16 +392,62 @@ class TableReader:
         return self._iter_forward(start, stop, fill_cache)
 
     def iter_columns(
-        self, start: bytes | None = None, stop: bytes | None = None, *, fill_cache: bool = True
+        self,
+        start: bytes | None = None,
+        stop: bytes | None = None,
+        *,
+        reverse: bool = False,
+        fill_cache: bool = True,
     ) -> Iterator[tuple[list[bytes], array[int], list[bytes]]]:
-        """The entries of :meth:`iter_entries` (forward) as non-empty
-        ``(keys, trailers, values)`` columns: the bulk form for merging
-        scans. The first chunks are a block each (the first from ``start``:
-        a seek reads little); later ones join whole blocks up to about 512
+        """The entries of :meth:`iter_entries` as non-empty ``(keys,
+        trailers, values)`` columns: the bulk form for merging scans. The
+        first chunks are a block each (the first from ``start``: a seek
+        reads little); later ones join whole blocks up to about 512
         entries, so a merging scan's per-chunk work is spread over many
-        entries."""
+        entries. ``reverse``: every chunk is still in internal order, but
+        the chunks come last first (from ``stop`` down)."""
         if start is not None and stop is not None and stop <= start:
-            return
+            return iter(())
+        if reverse:
+            return self._columns_reverse(start, stop, fill_cache)
+        return self._columns_forward(start, stop, fill_cache)
+
+    def _columns_reverse(
+        self, start: bytes | None, stop: bytes | None, fill_cache: bool
+    ) -> Iterator[tuple[list[bytes], array[int], list[bytes]]]:
+        ikeys = self._ikeys
+        nb = len(ikeys)
+        block = self._block
+        # The first block whose last key reaches stop may hold keys below
+        # it; later blocks hold none.
+        i = nb - 1 if stop is None else min(bisect_left(ikeys, stop), nb - 1)
+        want = nchunks = 0
+        while i >= 0:
+            b = block(i, fill_cache)
+            hi = b.n if stop is None else b.seek(stop)
+            stop = None
+            # last: the blocks before this one end below start
+            last = start is not None and (i == 0 or ikeys[i - 1] < start)
+            keys, trailers, values = b.columns(b.seek(start, 0, hi) if last and start is not None else 0, hi)
+            i -= 1
+            while len(keys) < want and i >= 0 and not last:
+                b = block(i, fill_cache)
+                last = start is not None and (i == 0 or ikeys[i - 1] < start)
+                k, t, v = b.columns(b.seek(start) if last and start is not None else 0)
+                keys = k + keys
+                trailers = t + trailers
+                values = v + values
+                i -= 1
+            if keys:
+                yield keys, trailers, values
+            if last:
+                return
+            nchunks += 1
+            want = 0 if nchunks < 3 else min(512, 32 << (nchunks - 3))
+
+    def _columns_forward(
+        self, start: bytes | None, stop: bytes | None, fill_cache: bool
+    ) -> Iterator[tuple[list[bytes], array[int], list[bytes]]]:
         ikeys = self._ikeys
         nb = len(ikeys)
         block = self._block
