@@ -35,7 +35,8 @@ from lsm.base.coding import ValueKind
 from lsm.base.errors import ClosedError, NeedsRecoveryError
 from lsm.base.rangedel import RangeDels, visible_fragments
 from lsm.batch import WriteBatch, as_bytes
-from lsm.iterators import Columns, chain, chain_columns, clamp_range, visible, visible_columns
+from lsm.iterators import Columns, chain_columns, clamp_range, visible_columns
+from lsm.memtable import ENTRY_OVERHEAD as _ENTRY_OVERHEAD
 from lsm.memtable import MemTable
 from lsm.ops.checkpoint import CheckpointInfo, checkpoint
 from lsm.ops.verify import VerifyReport, verify_db
@@ -62,10 +63,13 @@ class DB:
     # ----------------------------------------------------------------- writes
     def put(self, key: bytes, value: bytes, *, sync: Sync | int | str | None = None) -> int:
         """Set ``key`` to ``value``; return the commit's sequence number."""
-        # The hot path of an unsynced fill: _commit_one inlined (one Python
-        # call less per put), both op and record headers packed at once
-        # (encode_op_record), the sync level resolved without a call when it
-        # is a Sync or None. Per-put costs: docs/benchmarks.md, "Write path profile".
+        # The hot path of an unsynced fill: _commit_one and MemTable.add
+        # inlined (two Python calls less per put), both op and record headers
+        # packed at once (encode_op_record), the sync level resolved without
+        # a call when it is a Sync or None, the write lock taken with
+        # acquire/release (a ``with`` looks up and calls __enter__/__exit__:
+        # ~1,200 instructions more per put). Per-put costs:
+        # docs/benchmarks.md, "Write path profile".
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         if type(value) is not bytes:
@@ -73,21 +77,34 @@ class DB:
         level = self._sync if sync is None else sync if type(sync) is Sync else Sync.coerce(sync)
         if self._l0_delay:
             self._delay_write()
-        with self._write_mu:
+        mu = self._write_mu
+        mu.acquire()
+        try:
             if self._blocked is not None:
                 self._raise_blocked()
             mem = self._mem
-            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._room_check_at:
+            wal = self._wal
+            if mem.size >= self._memtable_size or wal.segment_bytes >= self._room_check_at:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
-            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value, self._wal.synced_offset), seq)
-            mem.add(seq, _PUT, key, value)
+            wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value, wal.synced_offset), seq, 1, level)
+            # MemTable.add(seq, _PUT, key, value), inlined: keep in step with
+            # it (tests/test_write_path.py compares the two).
+            new = (seq, _PUT, value)
+            prev = mem._latest.setdefault(key, new)
+            if prev is not new:
+                mem._push_older(key, prev)  # before the replace: a lock-free get never misses both
+                mem._latest[key] = new
+            n = len(key) + len(value)
+            mem.size += n + _ENTRY_OVERHEAD
             self._last_seq = seq
             self._keys_written += 1
-            self._user_bytes += len(key) + len(value)
+            self._user_bytes += n
+        finally:
+            mu.release()
         if level:
-            self._wal.commit_wait(seq, level)
+            wal.commit_wait(seq, level)
         return seq
 
     def delete(self, key: bytes, *, sync: Sync | int | str | None = None) -> int:
@@ -103,21 +120,26 @@ class DB:
         inlined)."""
         if self._l0_delay:
             self._delay_write()
-        with self._write_mu:
+        mu = self._write_mu
+        mu.acquire()  # not ``with``: see put
+        try:
             if self._blocked is not None:
                 self._raise_blocked()
             mem = self._mem
-            if mem.size >= self._memtable_size or self._wal.segment_bytes >= self._room_check_at:
+            wal = self._wal
+            if mem.size >= self._memtable_size or wal.segment_bytes >= self._room_check_at:
                 self._make_room_locked()
                 mem = self._mem
             seq = self._last_seq + 1
-            self._wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, kind, key, value, self._wal.synced_offset), seq)
+            wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, kind, key, value, wal.synced_offset), seq, 1, level)
             mem.add(seq, kind, key, value)
             self._last_seq = seq
             self._keys_written += 1
             self._user_bytes += len(key) + len(value)
+        finally:
+            mu.release()
         if level:
-            self._wal.commit_wait(seq, level)
+            wal.commit_wait(seq, level)
         return seq
 
     def write(self, batch: WriteBatch, *, sync: Sync | int | str | None = None) -> int:
@@ -134,14 +156,16 @@ class DB:
         body, nbytes = batch.encode()
         if self._l0_delay:
             self._delay_write()
-        with self._write_mu:
+        mu = self._write_mu
+        mu.acquire()  # not ``with``: see put
+        try:
             if self._blocked is not None:
                 self._raise_blocked()
             if self._mem.size >= self._memtable_size or self._wal.segment_bytes >= self._room_check_at:
                 self._make_room_locked()
             first = self._last_seq + 1
             last = first + n - 1
-            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body, self._wal.synced_offset), last)
+            self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body, self._wal.synced_offset), last, 1, level)
             self._mem.add_ops(first, ops, nbytes)
             if batch.has_range_dels and not self._sv.range_dels:
                 sv = self._sv  # reads switch to their range-tombstone path before the seq is published
@@ -149,6 +173,8 @@ class DB:
             self._last_seq = last
             self._keys_written += n
             self._user_bytes += nbytes
+        finally:
+            mu.release()
         if level:
             self._wal.commit_wait(last, level)
         return last
@@ -318,32 +344,22 @@ class DB:
             for m in (sv.mem, *sv.imms):
                 rd_sets += m.range_del_sets()
             rdels = visible_fragments(rd_sets, lo, hi, snap)
-        if not reverse:
-            # Forward: the bulk merge, blocks at a time per table source and
-            # the memtables read by the key range of each round; the rounds
-            # are chained in C (readseq, seekrandom: docs/benchmarks.md).
-            csources: list[Iterator[Columns]] = []
-            for level, rs in tables:
-                if level == 0:
-                    csources += [r.iter_columns(lo, hi) for r in rs]
-                else:
-                    csources.append(chain_columns(r.iter_columns(lo, hi) for r in rs))
-            return _chain_rounds(visible_columns(csources, snap, rdels, self._check_usable,
-                                                 [m.iter_entries for m in (sv.mem, *sv.imms)], lo, hi))
-        sources = [m.iter_entries(lo, hi, True) for m in (sv.mem, *sv.imms)]
+        # The bulk merge, both ways: blocks at a time per table source (a
+        # level's tables chained: they hold disjoint key ranges), the
+        # memtables read by the key range of each round; the rounds are
+        # chained in C (readseq, readreverse, seekrandom:
+        # docs/benchmarks.md).
+        csources: list[Iterator[Columns]] = []
         for level, rs in tables:
             if level == 0:
-                sources += [r.iter_entries(lo, hi, True) for r in rs]
+                csources += [r.iter_columns(lo, hi, reverse=reverse) for r in rs]
+            elif len(rs) == 1:
+                csources.append(rs[0].iter_columns(lo, hi, reverse=reverse))
             else:
-                sources.append(chain(r.iter_entries(lo, hi, True) for r in reversed(rs)))
-        return self._checked(visible(sources, snap, True, rdels))
-
-    def _checked(self, it: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-        """``it``, raising once the database is closed or fenced."""
-        for kv in it:
-            if self._blocked is not None:
-                self._raise_blocked()
-            yield kv
+                csources.append(chain_columns(r.iter_columns(lo, hi, reverse=reverse)
+                                              for r in (reversed(rs) if reverse else rs)))
+        return _chain_rounds(visible_columns(csources, snap, rdels, self._check_usable,
+                                             [m.range_columns for m in (sv.mem, *sv.imms)], lo, hi, reverse))
 
     def snapshot(self) -> Snapshot:
         """A consistent read-only view as of now (release it with close() or

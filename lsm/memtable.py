@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
 from operator import lshift as _lshift
 from operator import or_ as _or
 
@@ -82,6 +82,8 @@ class MemTable:
         # Once per put: a new key costs one dict call (setdefault) and the
         # size update. An older version moves to _older before the new one
         # replaces it in _latest, so a lock-free get never misses both.
+        # DB.put inlines this body (one Python call less per put): change
+        # both together (tests/test_put_path.py compares them).
         new = (seq, kind, value)
         prev = self._latest.setdefault(key, new)
         if prev is not new:
@@ -207,7 +209,41 @@ class MemTable:
             sl = self._sorted_locked()
             if start is None and stop is None:
                 return list(sl)
-            return list(sl.irange(start, stop, inclusive=(True, False)))
+            # Two bisects and a slice (list slices joined in C), not
+            # irange's generator: a scan's memtable windows (readseq).
+            i = 0 if start is None else sl.bisect_left(start)
+            j = len(sl) if stop is None else sl.bisect_left(stop)
+            return sl[i:j] if i < j else []
+
+    def range_columns(self, start: bytes | None, stop: bytes | None) -> tuple[list[bytes], list[int], list[bytes]] | None:
+        """The entries of :meth:`iter_entries` (forward) as ``(keys,
+        trailers, values)`` columns, None when there are none: a scan's
+        window (``lsm.iterators.visible_columns``). Keys with one version
+        (all of them, unless some were overwritten) are done in C-level
+        passes. The versions are read before ``_older`` is consulted, and a
+        writer moves a version to ``_older`` before replacing it, so a key
+        overwritten meanwhile is seen in ``_older`` and taken the slow way
+        (which reads ``_latest`` first too)."""
+        keys = self.keys_in_range(start, stop)
+        if not keys:
+            return None
+        seqs, kinds, vals = zip(*map(self._latest.__getitem__, keys))
+        trailers = list(map(_or, map(_lshift, seqs, repeat(8)), kinds))
+        values = list(vals)
+        older = self._older
+        if older:
+            # The overwritten keys' older versions, spliced in after the
+            # version read: those with a lower seq (a writer may have moved
+            # the one read to _older meanwhile).
+            for i in reversed(list(compress(range(len(keys)), map(older.__contains__, keys)))):
+                seq = seqs[i]
+                olds = [o for o in reversed(older[keys[i]]) if o[0] < seq]
+                if olds:
+                    j = i + 1
+                    keys[j:j] = [keys[i]] * len(olds)
+                    trailers[j:j] = [(o[0] << 8) | o[1] for o in olds]
+                    values[j:j] = [o[2] for o in olds]
+        return keys, trailers, values
 
     def iter_entries(
         self, start: bytes | None = None, stop: bytes | None = None, reverse: bool = False
@@ -217,7 +253,9 @@ class MemTable:
         reverse. The key list is copied at the call, so later writes do not
         disturb the iteration; versions added later have higher seqs and
         are filtered by the reader's snapshot."""
-        keys = self.keys_in_range(start, stop)
+        return self._entries(self.keys_in_range(start, stop), reverse)
+
+    def _entries(self, keys: list[bytes], reverse: bool) -> Iterator[tuple[bytes, int, bytes]]:
         latest = self._latest
         older = self._older
         if not reverse:
