@@ -187,3 +187,30 @@ def _workload(fs: CrashFS, acked: list[int] | None = None) -> int:
     except (OSError, lsm.Error):
         pass
     return fs.ops
+
+
+@pytest.mark.parametrize("kind", ["truncate", "remove"])
+def test_close_tidy_up_failure_loses_nothing(kind: str) -> None:
+    """A clean close cuts the live segment's zero tail and removes the
+    spare; either failing is harmless (a crash leaves the same files), so
+    close returns normally, the database is not fenced, and the next open
+    finds every commit."""
+    fs = CrashFS()
+    db = _open(fs)
+    for i in range(40):
+        db.put(b"k%03d" % i, b"v%d" % i)
+    live = db._wal.segment_path
+    size = db._opts.wal_preallocate_bytes
+    fs.fail(kind, 1, path=(r".*\.wal$" if kind == "truncate" else r".*" + filenames.WAL_SPARE.replace(".", r"\.")))
+    db.close()  # no exception
+    assert db._wal.fenced is None
+    if kind == "truncate":
+        assert fs.file_size(live) == size  # the zero tail stayed
+        assert fs.file_size(live) > scan_segment(fs, live).valid_end
+    else:
+        assert fs.exists(SPARE)  # the spare stayed
+    fs.faults.clear()
+    db = _open(fs)
+    assert dict(db.items()) == {b"k%03d" % i: b"v%d" % i for i in range(40)}
+    db.close()
+    assert not fs.exists(SPARE)
