@@ -46,6 +46,7 @@ import threading
 
 import lsm
 from lsm.base.crashfs import CrashFS
+from tests import test_crash_points as _single
 from tests.reliability_log import record
 
 S = lsm.Sync
@@ -54,23 +55,10 @@ ALL_OUTCOMES = os.environ.get("LSM_GROUP_CRASH_ALL", "") not in ("", "0")
 SECOND_EVERY = int(os.environ.get("LSM_GROUP_CRASH_SECOND_EVERY", "8"))
 THREADS = 4
 COMMITS = 24  # per thread
-OUTCOMES = ("drop", "keep", "random", "holes")
 LEVELS = (S.OFF, S.NORMAL, S.BARRIER, S.FULL, S.FULL, S.EXTRA)
 KEYS = [b"g%02d" % i for i in range(16)]
-OPTS = dict(
-    background="thread",
-    memtable_size=2500,
-    wal_segment_size=4096,
-    target_file_size=1200,
-    block_size=256,
-    l0_compaction_trigger=2,
-    l0_slowdown_trigger=8,
-    l0_stop_trigger=12,
-    max_bytes_for_level_base=3000,
-    level_multiplier=2,
-    num_levels=4,
-    sync_interval=0.05,
-)
+# test_crash_points' small-everything options, with threads and a syncer
+OPTS = dict(_single.OPTS, background="thread", memtable_size=2500, sync_interval=0.05)
 
 
 class Commit:
@@ -132,7 +120,7 @@ def _record_run(seed):
         n = len(acked)
         durable = db.durable_seq if db is not None else 0
         ro = random.Random(rng.random())
-        outs = OUTCOMES if ALL_OUTCOMES else (OUTCOMES[(index + ro.randrange(4)) % 4],)
+        outs = _single.OUTCOMES if ALL_OUTCOMES else (_single.OUTCOMES[(index + ro.randrange(4)) % 4],)
         for out in outs:
             cuts.append((index, out, fs.power_cut(random.Random(ro.random()), mode=out), n, durable))
 
@@ -237,7 +225,7 @@ def test_every_crash_point_group_commit_threads():
                 assert got == want, (f"{where}, then before recovery op {j}: state differs from a clean "
                                      f"recovery (last_seq {got[0]} vs {want[0]})")
                 second += 1
-    assert set(outcomes) == set(OUTCOMES), outcomes
+    assert set(outcomes) == set(_single.OUTCOMES), outcomes
     print(f"group-commit crash points: {total} op indices, {states} crash states ({outcomes}), {second} "
           f"second-crash states; {full} FULL/EXTRA commits, {wal_syncs} WAL syncs")
     record("crash_points", workload="group_commit_threads", op_indices=total, states=states,
