@@ -70,6 +70,13 @@ _BLOCK_CHARGE: Final = 300
 the cache's key tuple and OrderedDict slot, rounded up."""
 
 
+def _chunk_want(nchunks: int) -> int:
+    """Entries a column chunk should reach after ``nchunks`` chunks: the
+    first three are a block each (a seek reads little), then 32, 64, ...
+    up to 512, joining whole blocks (``iter_columns``)."""
+    return 0 if nchunks < 3 else min(512, 32 << (nchunks - 3))
+
+
 class TableReader:
     """An open sstable. Create with :meth:`open`."""
 
@@ -443,7 +450,7 @@ class TableReader:
             if last:
                 return
             nchunks += 1
-            want = 0 if nchunks < 3 else min(512, 32 << (nchunks - 3))
+            want = _chunk_want(nchunks)
 
     def _columns_forward(
         self, start: bytes | None, stop: bytes | None, fill_cache: bool
@@ -476,7 +483,7 @@ class TableReader:
             # One block per chunk for the first three (a seek's refills read
             # no more than a heap merge would), then doubling to 512 entries.
             nchunks += 1
-            want = 0 if nchunks < 3 else min(512, 32 << (nchunks - 3))
+            want = _chunk_want(nchunks)
 
     def _iter_forward(self, start: bytes | None, stop: bytes | None, fill: bool) -> Iterator[Entry]:
         ikeys = self._ikeys
