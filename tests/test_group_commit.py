@@ -326,3 +326,77 @@ def test_power_cut_keeps_groups_whole_and_in_order():
         for k in got:
             assert d.get(k) == k * 3
         d.close()
+
+
+# ---------------------------------------------------------------- fenced leader
+# A sync leader that finds the writer fenced once it holds _io_mu (a write
+# failed while it lingered or waited there) neither writes nor syncs, and
+# its commit raises (lsm/wal/writer.py, sync_to; tests/test_wal_writer_edges.py
+# has the torn-write and lingering versions).
+
+
+class _CountingLock:
+    """A lock that sets ``blocked`` when an acquire has to wait."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.blocked = threading.Event()
+
+    def acquire(self, blocking=True, timeout=-1):
+        if self._lock.acquire(False):
+            return True
+        self.blocked.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self):
+        self._lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def test_leader_fenced_while_waiting_for_io_neither_writes_nor_syncs():
+    from lsm.base.fs import makedirs_durable
+    from lsm.wal.format import encode_record
+    from lsm.wal.writer import WalWriter
+
+    fs = _BlockingFS()
+    makedirs_durable(fs, "/w")
+    fences = []
+    w = WalWriter(fs, "/w", segment_size=1 << 20, sync_interval=3600.0, on_fence=fences.append)
+    w.start_segment_locked(1)
+    w.append_locked(encode_record(1, 1, 0, b"r1", w.synced_offset), 1, 1, lsm.Sync.FULL)
+    w.commit_wait(1, lsm.Sync.FULL)  # durable; the directory entry too
+    syncs, writes = w.syncs, fs.wal_writes
+    w.append_locked(encode_record(2, 1, 0, b"r2", w.synced_offset), 2, 1, lsm.Sync.FULL)  # staged
+    w._io_mu = spy = _CountingLock()
+    spy.acquire()  # as an OFF commit writing the staged record would hold it
+    out: dict[str, object] = {}
+
+    def lead():
+        try:
+            w.commit_wait(2, lsm.Sync.FULL)
+            out["result"] = "returned"
+        except BaseException as e:  # noqa: BLE001 - checked below
+            out["result"] = e
+
+    t = threading.Thread(target=lead, daemon=True)
+    t.start()
+    assert spy.blocked.wait(30), "the leader never waited for _io_mu"
+    err = OSError(errno.ENOSPC, "that write failed")
+    w._fence(err)  # what the failed write does, under _io_mu
+    spy.release()
+    t.join(30)
+    assert not t.is_alive(), "the fenced leader hangs"
+    assert isinstance(out["result"], lsm.NeedsRecoveryError), out
+    assert w.syncs == syncs and fs.wal_writes == writes, "a fenced leader wrote or synced"
+    assert w.durable_seq == 1 and w.fenced is err and fences[0] is err
+    assert b"r2" not in fs.read_file(w.segment_path)
+    with pytest.raises(lsm.NeedsRecoveryError):
+        w.commit_wait(2, lsm.Sync.FULL)  # later waiters raise too; nothing retried
+    assert w.syncs == syncs
+    w.close(sync=False)

@@ -58,6 +58,9 @@ FILES = [
     "test_wal_prealloc.py",
     "test_wal_format.py",
     "test_group_commit.py",
+    "test_wal_writer_races.py",
+    "test_wal_writer_edges.py",
+    "test_fs_direct.py",
     "test_manifest_checks.py",
     "test_fs_edges.py",
     "test_manifest.py",
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in SIZES.items():
         env.setdefault(k, str(max(1, round(v * args.scale))))
     # every crash point: the share of repeated recovery shapes swept by a
-    # second crash grows with the scale; from 4 on, the full sweep
+    # second crash grows with the scale (at 1, the default of both files:
+    # every recovery); from 4 on, also every outcome of every index
     env.setdefault("LSM_CRASH_POINT_SECOND_SAMPLE", str(max(1, round(1 / args.scale))))
     env.setdefault("LSM_GROUP_CRASH_SECOND_EVERY", str(max(1, round(1 / args.scale))))
     if args.scale >= 4:

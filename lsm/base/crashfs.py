@@ -388,6 +388,9 @@ class CrashFS(FileSystem):
             if len(node.data) < f.size + length:
                 node.data += bytes(f.size + length - len(node.data))
 
+    def _write_zeros(self, f: WritableFile, n: int) -> None:
+        f.write(bytes(n))  # one write operation (one crash point), whatever n: no page cache to shape
+
     def _pread(self, f: ReadableFile, offset: int, n: int) -> bytes:
         with self._mu:
             node = self._node_of(f.fd, f.path)

@@ -43,7 +43,10 @@ writes that prefix in one write(2), and only then removes it. Invariants:
   within a segment and records are written in encoding order.
 * A failed group write fences like a failed sync: the leader publishes
   the error before its gate opens, so every committer of the group (and
-  of the next) raises NeedsRecoveryError; nothing is retried.
+  of the next) raises NeedsRecoveryError; nothing is retried. A leader
+  that finds the writer fenced once it holds ``_io_mu`` (another
+  commit's write failed while it lingered or waited there, maybe after
+  tearing the file) neither writes nor syncs, and raises.
 
 Levels: OFF returns after write(2). NORMAL returns after write(2); the
 syncer thread fdatasyncs every ``sync_interval``. BARRIER kicks the syncer
@@ -86,7 +89,7 @@ crashed one reads as the end of data. Without a ready spare (or after a
 failed preparation) rotation creates the segment as without preallocation.
 
 Locks: ``_cv`` (a Condition) guards ``durable_seq``, the sync gates,
-``_barrier_seq``, ``_pending``, ``synced_offset`` (writes) and the
+``_barrier_seq``, ``synced_offset`` (writes) and the
 counters. ``_io_mu`` serializes writes to the live segment while records
 are staged (and guards unstaging). Lock order: DB write lock, then
 ``_io_mu``, then ``_cv`` (taken under ``_io_mu`` only to fence); the sync
@@ -102,7 +105,7 @@ from bisect import bisect_left as _bisect_left
 from collections.abc import Callable
 
 from lsm.base import filenames
-from lsm.base.errors import NeedsRecoveryError
+from lsm.base.errors import ClosedError, NeedsRecoveryError
 from lsm.base.fs import FileSystem, WritableFile, io_site
 from lsm.base.fs import enter_site as _enter_site
 from lsm.base.fs import exit_site as _exit_site
@@ -114,6 +117,9 @@ _perf_counter = time.perf_counter
 
 
 _UNBOUNDED = 1 << 63  # a sync target above every sequence number
+
+
+_Lock = threading.Lock
 
 
 def _new_gate() -> threading.Lock:
@@ -153,7 +159,7 @@ class WalWriter:
         self.sync_interval = sync_interval
         self.commit_linger = commit_linger_us / 1e6
         self._on_fence = on_fence
-        mu = threading.Lock()
+        mu = self._mu = threading.Lock()  # ``_cv``'s lock: ``with self._mu`` where no wait is needed (a Condition's __enter__ is a Python call)
         self._cv = threading.Condition(mu)
         self._lead_cv = threading.Condition(mu)  # a lingering leader waits here for appends
         # Staged records (group commit): FULL/EXTRA records encoded but not
@@ -165,6 +171,7 @@ class WalWriter:
         self._io_mu = threading.Lock()
         # -- guarded by the DB write lock:
         self._file: WritableFile | None = None
+        self._raw_write: Callable[[bytes], int] | None = None  # FileSystem.raw_write(_file), swapped with it
         self.segment_first_seq = 0
         self.segment_records = 0
         self.written_seq = 0  # last seq whose record reached the OS
@@ -185,7 +192,6 @@ class WalWriter:
         self._sync_target = 0  # written_seq the running (or last) sync covers
         self._barrier_seq = 0
         self._dir_synced = True  # the live segment's directory entry is durable
-        self._pending: list[tuple[WritableFile, int]] = []  # sealed, maybe-unsynced segments
         self.fenced: BaseException | None = None
         self.synced_offset = 0  # the live segment is durable up to here (module docstring)
         self.syncs = 0
@@ -272,6 +278,7 @@ class WalWriter:
                 gate = self._sync_gate
                 if gate is None:
                     self._file = f
+                    self._raw_write = self.fs.raw_write(f)
                     self.synced_offset = 0
                     self._dir_synced = False
                     break
@@ -315,8 +322,15 @@ class WalWriter:
             # Nothing staged: no leader is writing (a leader removes its
             # records only after their write), so no _io_mu needed.
             f = self._file
+            raw = self._raw_write
             try:
-                f.write(record)  # type: ignore[union-attr]
+                if raw is None:
+                    f.write(record)  # type: ignore[union-attr]
+                else:  # the plain fs: os.write without three Python frames (FileSystem.raw_write)
+                    n = raw(record)
+                    f.size += n  # type: ignore[union-attr]
+                    if n != len(record):  # a short write: the rest as WritableFile.write does
+                        f.write(memoryview(record)[n:])  # type: ignore[union-attr]
             except BaseException as e:
                 self._fence(e)
                 raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
@@ -387,23 +401,27 @@ class WalWriter:
         one (a failed sync is never retried). The leader first writes the
         staged records (one write(2), under ``_io_mu``); a failed write is
         published like a failed sync. This is also the lone FULL writer's
-        path, once per commit: it takes ``_cv`` twice and ``_io_mu`` once
+        path, once per commit: it takes ``_cv``'s lock twice (as ``_mu``:
+        a Condition's ``with`` costs two Python calls) and ``_io_mu`` once
         and does a few attribute updates around the fdatasync. A waiter
         that the sync it waited for covered returns when the gate opens,
         without another round on ``_cv``."""
-        cv = self._cv
+        mu = self._mu
         designated: threading.Lock | None = None  # the next sync's gate, if this thread is to lead it
         while True:
-            with cv:
+            with mu:
                 if self.fenced is not None:
                     self._raise_fenced()
+                if self._closed:  # set before close() drops the segment: a record staged or written now was never synced
+                    raise ClosedError(f"WAL writer for {self.wal_dir} is closed: commit {seq} cannot be made durable")
                 if self.durable_seq >= seq and self._dir_synced and (designated is None or self._next_gate is not designated):
                     return  # (a designated leader leads even so: others wait for its gate)
                 cur = self._sync_gate
                 if cur is None:  # no sync running: lead one
                     gate = self._next_gate
                     if gate is None:
-                        gate = _new_gate()
+                        gate = _Lock()  # _new_gate(), inlined: once per sync
+                        gate.acquire()
                     else:
                         self._next_gate = None
                     self._sync_gate = gate
@@ -414,9 +432,6 @@ class WalWriter:
                     self._sync_target = _UNBOUNDED
                     if self.commit_linger or self._last_group > 1:
                         self._linger_locked()
-                    pending = self._pending
-                    if pending:
-                        self._pending = []
                     need_dir = not self._dir_synced
                     f = self._file
                     break
@@ -444,7 +459,14 @@ class WalWriter:
             target_bytes = self.bytes_written
             commits = self._written_commits
             n = len(staged)
-            if n and f is not None:
+            if self.fenced is not None:
+                # Fenced since this leader checked (a write that failed
+                # while it lingered or waited here for _io_mu, maybe after
+                # a short write that tore the file): it must neither write
+                # nor sync, and its commit must not return (a record
+                # written behind the damage is lost with it).
+                err = self.fenced
+            elif n and f is not None:
                 try:
                     f.write(staged[0] if n == 1 else b"".join(staged[:n]))
                     del staged[:n]
@@ -456,8 +478,6 @@ class WalWriter:
         try:
             if err is not None:
                 raise err
-            for pf, _s in pending:
-                pf.datasync() if level < _EXTRA else pf.fsync()
             if f is not None:
                 f.datasync() if level < _EXTRA else f.fsync()
             if need_dir:
@@ -466,12 +486,7 @@ class WalWriter:
             err = e
         dt = _perf_counter() - t0
         _exit_site(token)
-        for pf, _s in pending:
-            try:
-                pf.close()
-            except OSError:
-                pass
-        with cv:
+        with mu:
             self._sync_gate = None
             if err is not None:
                 if self.fenced is None:
@@ -502,7 +517,7 @@ class WalWriter:
                     self._last_group = group
                     self.group_hist[_bisect_left(GROUP_HIST_BOUNDS, group)] += 1
             if self._waiting:
-                cv.notify_all()
+                self._cv.notify_all()
         gate.release()
         if err is not None:
             self._fence(err)
@@ -688,14 +703,8 @@ class WalWriter:
                         self.fs.remove(self.spare_path)
             except OSError:
                 pass
-        with self._cv:
-            pending, self._pending = self._pending, []
-        for pf, _s in pending:
-            try:
-                pf.close()
-            except OSError:
-                pass
         if self._file is not None:
+            self._raw_write = None  # before the close: its descriptor number may be reused
             try:
                 self._file.close()
             except OSError:

@@ -1,0 +1,326 @@
+"""The WAL writer's rarer branches, one deterministic test each (issue 5:
+branch coverage of lsm/wal/writer.py and spare.py, target 100%): fences met
+on the flush, rotation and directory-sync paths, a failed write of staged
+records, a sync failing after another error fenced, commit_wait and
+wait_durable when there is nothing to do, and close in its corner cases.
+Threads are ordered by events (tests/test_wal_writer_races.py: GateFS,
+SpyLock), never by sleeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+
+from lsm.base.crashfs import CrashFS
+from lsm.base.errors import ClosedError, NeedsRecoveryError
+from lsm.base.fs import makedirs_durable
+from lsm.wal.reader import scan_segment
+from lsm.wal.spare import SpareSegment
+from lsm.wal.writer import WalWriter
+from tests.test_wal_writer_races import (
+    BARRIER,
+    FULL,
+    NORMAL,
+    OFF,
+    TIMEOUT,
+    WAL_DIR,
+    GateFS,
+    Log,
+    Run,
+    SpyLock,
+    durable,
+    records,
+    seg,
+)
+
+
+def _leader_held_in_sync(fs: GateFS, log: Log) -> tuple[Run, object, int]:
+    """A FULL commit whose sync leader wrote its record and is held in
+    the fdatasync."""
+    a = log.append(FULL)
+    hold = fs.hold("sync", re.escape(seg(1)))
+    ta = Run(lambda: log.w.commit_wait(a, FULL), "leader")
+    ta.start()
+    hold.wait_entered()
+    return ta, hold, a
+
+
+def test_flush_refuses_staged_records_once_fenced():
+    """A group's sync fails while the next commit's record is staged: the
+    flush a checkpoint or a seal does must raise, not write that record
+    after the failure (the file would then hold a commit that the log's
+    owner was told failed)."""
+    fs = GateFS()
+    log = Log(fs)
+    ta, hold, a = _leader_held_in_sync(fs, log)
+    b = log.append(FULL)  # staged behind the running sync
+    fs.fail("sync", path=re.escape(seg(1)))
+    hold.release()
+    assert isinstance(ta.finish().error, NeedsRecoveryError)
+    assert log.w.fenced is not None and log.w._staged
+    with pytest.raises(NeedsRecoveryError):
+        log.flush()
+    assert records(fs.clone()) == {seg(1): [a]}, f"commit {b}'s record was written after the fence"
+    log.w.close()
+
+
+def test_failed_write_of_staged_records_fences():
+    """A commit below FULL writes the staged records with its own; that
+    write fails: the commit raises NeedsRecoveryError naming the segment,
+    the writer fences, nothing of either record is in the file, and the
+    next commit is refused."""
+    fs = GateFS()
+    log = Log(fs)
+    ta, hold, a = _leader_held_in_sync(fs, log)
+    log.append(FULL)  # staged
+    fs.fail("write", path=re.escape(seg(1)))
+    with pytest.raises(NeedsRecoveryError, match=re.escape(seg(1))):
+        log.append(OFF)
+    assert isinstance(log.w.fenced, OSError)
+    hold.release()
+    assert ta.finish().error is None  # its sync began before the failure, and succeeded
+    with pytest.raises(NeedsRecoveryError):
+        log.append(OFF)
+    assert log.seq == a + 1  # the failed commit took no sequence number
+    assert records(fs.clone()) == {seg(1): [a]}
+    log.w.close()
+
+
+def test_a_sync_failing_after_a_fence_keeps_the_first_error():
+    """A write fails (ENOSPC) and fences while a sync is running; that sync
+    then fails too (EIO). ``fenced`` keeps the first error (the cause an
+    operator must see), and the sync's committer raises."""
+    fs = GateFS()
+    log = Log(fs)
+    ta, hold, a = _leader_held_in_sync(fs, log)
+    fs.fail("write", path=re.escape(seg(1)), err=errno.ENOSPC)
+    with pytest.raises(NeedsRecoveryError):
+        log.append(OFF)
+    fs.fail("sync", path=re.escape(seg(1)), err=errno.EIO)
+    hold.release()
+    assert isinstance(ta.finish().error, NeedsRecoveryError)
+    assert log.w.fenced.errno == errno.ENOSPC, log.w.fenced
+    assert log.w.durable_seq < a
+    log.w.close()
+
+
+def test_commit_wait_returns_when_another_sync_covered_it():
+    """Two FULL records staged; the later commit's sync covers both, so the
+    earlier commit's commit_wait does no sync of its own."""
+    fs = CrashFS()
+    log = Log(fs)
+    a = log.append(FULL)
+    b = log.append(FULL)
+    log.w.commit_wait(b, FULL)
+    syncs = log.w.syncs
+    assert log.w.durable_seq == b
+    log.w.commit_wait(a, FULL)
+    assert log.w.syncs == syncs
+    assert durable(fs) == {seg(1): [a, b]}
+    log.w.close()
+
+
+@pytest.mark.parametrize("level", [OFF, NORMAL, BARRIER])
+def test_commit_wait_below_full(level):
+    """OFF: nothing at all (no syncer thread, no sync). NORMAL: the syncer
+    is started (it syncs every sync_interval). BARRIER: also kicked, so
+    the barrier commit becomes durable without another commit."""
+    fs = CrashFS()
+    log = Log(fs)
+    a = log.append(level)
+    log.w.commit_wait(a, level)
+    if level == OFF:
+        assert log.w._syncer is None and log.w.syncs == 0
+    else:
+        assert log.w._syncer is not None
+    if level == BARRIER:
+        assert log.w.wait_durable(a, timeout=TIMEOUT)
+    log.w.close()
+    assert durable(fs) == {seg(1): [a]}
+
+
+def test_wait_durable_paths():
+    """Already durable: True at once, no syncer started. Not yet durable
+    with the sync held: a zero timeout gives False. Then the syncer's sync
+    fails: a waiter without a timeout raises NeedsRecoveryError instead of
+    waiting forever."""
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    a = log.commit(FULL)
+    assert w.wait_durable(a) is True and w._syncer is None
+    with pytest.raises(ValueError, match="never written"):
+        w.wait_durable(a + 1)
+    b = log.append(OFF)
+    hold = fs.hold("sync", re.escape(seg(1)))
+    assert w.wait_durable(b, timeout=0) is False  # kicks the syncer, whose sync is held
+    hold.wait_entered()
+    fs.fail("sync", path=re.escape(seg(1)))
+    waiter = Run(lambda: w.wait_durable(b), "waiter")
+    waiter.start()
+    hold.release()
+    assert isinstance(waiter.finish().error, NeedsRecoveryError)
+    assert w.durable_seq == a
+    w.close()
+
+
+def test_failed_directory_sync_fences():
+    """sync_dir_extra (EXTRA, after a segment was deleted): success counts
+    a directory sync; a failure raises NeedsRecoveryError and fences (the
+    deletion's durability is unknown), so the next commit is refused."""
+    fs = CrashFS()
+    log = Log(fs)
+    log.commit(FULL)
+    n = log.w.dir_syncs
+    log.w.sync_dir_extra()
+    assert log.w.dir_syncs == n + 1
+    fs.fail("sync_dir")
+    with pytest.raises(NeedsRecoveryError):
+        log.w.sync_dir_extra()
+    assert log.w.fenced is not None
+    with pytest.raises(NeedsRecoveryError):
+        log.append(OFF)
+    log.w.close()
+
+
+def test_rotation_refused_once_fenced():
+    """A fenced writer starts no new segment (it would let commits continue
+    in a log whose durability is unknown), also when every record is
+    durable (so there is no sealing sync to raise)."""
+    fs = CrashFS()
+    log = Log(fs)
+    log.commit(FULL)
+    fs.fail("sync_dir")
+    with pytest.raises(NeedsRecoveryError):
+        log.w.sync_dir_extra()
+    assert log.w.durable_seq == log.w.written_seq
+    with pytest.raises(NeedsRecoveryError):
+        log.rotate()
+    assert fs.listdir(WAL_DIR) == [seg(1).rsplit("/", 1)[1]]
+    log.w.close()
+
+
+def test_commit_after_close_is_refused_not_acknowledged():
+    """A FULL record staged, then the writer closed without a sync (a
+    crash simulation, or a close racing a committer): the commit must
+    raise ClosedError. Before the fix commit_wait returned with
+    durable_seq covering a record that was never written."""
+    fs = GateFS()
+    log = Log(fs)
+    a = log.append(FULL)
+    log.w.close(sync=False)
+    with pytest.raises(ClosedError, match="closed"):
+        log.w.commit_wait(a, FULL)
+    assert log.w.durable_seq < a
+    assert all(a not in seqs for seqs in records(fs.clone()).values())
+
+
+def test_close_without_a_segment():
+    """A writer closed before its first segment (an open that failed
+    early) creates nothing and raises nothing."""
+    fs = CrashFS()
+    makedirs_durable(fs, WAL_DIR)
+    w = WalWriter(fs, WAL_DIR, segment_size=1 << 20, sync_interval=3600.0)
+    ops = fs.ops
+    w.close()
+    assert fs.ops == ops and fs.listdir(WAL_DIR) == []
+
+
+@pytest.mark.parametrize("spare", ["ready", "failed"])
+def test_close_with_preallocation_tidies_only_what_is_there(spare):
+    """close() with preallocation: a live segment that was created (not a
+    renamed spare) has no zero tail, so it is not truncated; the spare is
+    removed when there is one, and not touched when its preparation
+    failed. Either way the segment holds exactly its records."""
+    fs = CrashFS()
+    if spare == "failed":
+        fs.fail("create", path=r"wal-spare", persistent=True)
+    log = Log(fs, preallocate=4096, prepare_inline=True)
+    a = log.commit(FULL)
+    assert log.w.spare_failures == (1 if spare == "failed" else 0)
+    assert fs.exists(log.w.spare_path) == (spare == "ready")
+    truncates, removes = fs.counts.get("truncate", 0), fs.counts.get("remove", 0)
+    log.w.close()
+    assert fs.counts.get("truncate", 0) == truncates, "a segment without a zero tail was truncated"
+    assert fs.counts.get("remove", 0) == removes + (spare == "ready")
+    assert not fs.exists(log.w.spare_path)
+    assert records(fs) == {seg(1): [a]} and fs.file_size(seg(1)) == log.w.bytes_written + 24
+
+
+def test_spare_segment_idle_cases():
+    """SpareSegment: a second prepare while one is ready writes nothing and
+    says ready; after close, want() starts no thread and prepares nothing;
+    a size of 0 never prepares."""
+    fs = CrashFS()
+    makedirs_durable(fs, WAL_DIR)
+    sp = SpareSegment(fs, WAL_DIR, 4096, inline=False, stopped=lambda: False)
+    assert sp.prepare() is True
+    ops = fs.ops
+    assert sp.prepare() is True and fs.ops == ops
+    assert sp.take() is True and sp.take() is False
+    sp.close()
+    sp.want()
+    assert sp._thread is None and fs.ops == ops
+    assert sp.prepare() is False
+    off = SpareSegment(fs, WAL_DIR, 0, inline=True, stopped=lambda: False)
+    off.want()
+    assert off.prepare() is False and fs.ops == ops
+
+
+def test_leader_behind_a_failed_write_does_not_acknowledge():
+    """A FULL commit's leader waits for ``_io_mu`` while an OFF commit
+    writes the staged FULL record with its own; that write is cut short and
+    then fails (a disk that filled, then freed space). The writer is fenced
+    (the docstring: every waiter raises). The leader must not go on to
+    write and sync: its FULL commit must not return, since the record now
+    sits behind a torn one that recovery drops as a torn tail."""
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    w._io_mu = spy = SpyLock()
+    a = log.append(FULL)
+    hold = fs.hold("write", re.escape(seg(1)))
+    tc = Run(lambda: log.append(OFF), "off-append")  # writes the staged record with its own, under _io_mu
+    tc.start()
+    hold.wait_entered()
+    leader = Run(lambda: w.commit_wait(a, FULL), "leader")
+    leader.start()
+    assert spy.contended.wait(TIMEOUT)  # the leader waits for _io_mu
+    fs.fail("write", short=True, keep=5)  # 5 bytes of the group write ...
+    fs.fail("write", err=errno.ENOSPC)  # ... and the rest fails
+    hold.release()
+    assert isinstance(tc.finish().error, NeedsRecoveryError)
+    leader.finish()
+    if leader.error is None:  # acknowledged: then at least a power cut must keep it
+        kept = [r.seq for r in scan_segment(fs.power_cut(mode="drop"), seg(1)).records]
+        raise AssertionError(f"FULL commit {a} returned from a fenced writer; a power cut keeps {kept}")
+    assert isinstance(leader.error, NeedsRecoveryError), leader.error
+    assert fs.file_size(seg(1)) == 24 + 5, "the leader wrote after the fence"  # header + the torn 5 bytes
+    w.close(sync=False)
+
+
+
+def test_leader_fenced_while_lingering_does_not_acknowledge():
+    """The writer fences while the next sync's leader lingers for its
+    group: the linger ends (the loop checks ``fenced``), and the leader
+    must then raise, not sync and return (docstring: every waiter of a
+    fenced writer raises NeedsRecoveryError)."""
+    from tests.test_wal_writer_races import LingerSpy, _group_of_three
+
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    _group_of_three(log)
+
+    def fence_now():
+        w.fenced = OSError(errno.EIO, "another commit's write failed")  # as _fence does, under _cv (held here)
+        return True
+
+    w._lead_cv = LingerSpy(w._lead_cv, on_wait=fence_now)
+    a = log.append(FULL)
+    with pytest.raises(NeedsRecoveryError):
+        w.commit_wait(a, FULL)
+    w.close(sync=False)
