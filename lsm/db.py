@@ -29,6 +29,9 @@ import time
 from bisect import bisect_left as _bisect_left
 from collections.abc import Iterator
 from typing import Any
+from zlib import crc32 as _crc32
+
+from crc32c import crc32c as _crc32c
 
 from lsm.background import ImmJob, SuperVersion
 from lsm.base.coding import ValueKind
@@ -42,12 +45,18 @@ from lsm.ops.checkpoint import CheckpointInfo, checkpoint
 from lsm.ops.verify import VerifyReport, verify_db
 from lsm.options import Sync
 from lsm.snapshot import _MISSING, Snapshot
-from lsm.sstable.bloom import key_hashes as _key_hashes
 from lsm.wal.format import encode_op_record as _encode_op_record
 from lsm.wal.format import encode_record
 
 _PUT = ValueKind.PUT
 _DELETE = ValueKind.DELETE
+# Every WAL record is at most 45/16 times the memtable bytes its ops are
+# charged (one op: 36-byte record header + 9-byte op header + key + value
+# in the WAL, key + value + ENTRY_OVERHEAD (16) in the memtable; more ops per
+# record only lower the ratio): how _wal_switch_due_locked turns the WAL
+# room left into a memtable size for put/delete's single check (_room_at).
+_WAL_BYTES_PER_MEM = (45, 16)
+assert _ENTRY_OVERHEAD == _WAL_BYTES_PER_MEM[1]
 _chain_rounds = itertools.chain.from_iterable  # a forward scan's rounds of pairs, flattened in C
 _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
@@ -68,8 +77,12 @@ class DB:
         # packed at once (encode_op_record), the sync level resolved without
         # a call when it is a Sync or None, the write lock taken with
         # acquire/release (a ``with`` looks up and calls __enter__/__exit__:
-        # ~1,200 instructions more per put). Per-put costs:
-        # docs/benchmarks.md, "Write path profile".
+        # ~1,200 instructions more per put), one room check (``_room_at``,
+        # a live-memtable size standing for both the memtable and the WAL
+        # limits: no call to the WAL's segment_bytes property), no write
+        # counters (stats() derives keys and bytes written from the
+        # memtables). Per-put costs: docs/benchmarks.md, "Write path
+        # profile".
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         if type(value) is not bytes:
@@ -83,10 +96,10 @@ class DB:
             if self._blocked is not None:
                 self._raise_blocked()
             mem = self._mem
-            wal = self._wal
-            if mem.size >= self._memtable_size or wal.segment_bytes >= self._room_check_at:
+            if mem.size >= self._room_at:
                 self._make_room_locked()
                 mem = self._mem
+            wal = self._wal
             seq = self._last_seq + 1
             wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value, wal.synced_offset), seq, 1, level)
             # MemTable.add(seq, _PUT, key, value), inlined: keep in step with
@@ -96,11 +109,8 @@ class DB:
             if prev is not new:
                 mem._push_older(key, prev)  # before the replace: a lock-free get never misses both
                 mem._latest[key] = new
-            n = len(key) + len(value)
-            mem.size += n + _ENTRY_OVERHEAD
+            mem.size += len(key) + len(value) + _ENTRY_OVERHEAD
             self._last_seq = seq
-            self._keys_written += 1
-            self._user_bytes += n
         finally:
             mu.release()
         if level:
@@ -126,16 +136,14 @@ class DB:
             if self._blocked is not None:
                 self._raise_blocked()
             mem = self._mem
-            wal = self._wal
-            if mem.size >= self._memtable_size or wal.segment_bytes >= self._room_check_at:
+            if mem.size >= self._room_at:  # as in put
                 self._make_room_locked()
                 mem = self._mem
+            wal = self._wal
             seq = self._last_seq + 1
             wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, kind, key, value, wal.synced_offset), seq, 1, level)
             mem.add(seq, kind, key, value)
             self._last_seq = seq
-            self._keys_written += 1
-            self._user_bytes += len(key) + len(value)
         finally:
             mu.release()
         if level:
@@ -147,9 +155,9 @@ class DB:
         number of its last op (the last committed seq for an empty batch)."""
         if not isinstance(batch, WriteBatch):
             raise TypeError(f"batch must be an lsm.WriteBatch, not {type(batch).__name__}")
-        level = self._sync if sync is None else Sync.coerce(sync)
-        ops = batch.ops()
-        n = len(ops)
+        level = self._sync if sync is None else sync if type(sync) is Sync else Sync.coerce(sync)
+        keys, values, kinds = batch.columns()
+        n = len(keys)
         if n == 0:
             self._check_usable()
             return self._last_seq
@@ -166,13 +174,11 @@ class DB:
             first = self._last_seq + 1
             last = first + n - 1
             self._wal.append_locked(encode_record(first, n, time.time_ns() // 1000, body, self._wal.synced_offset), last, 1, level)
-            self._mem.add_ops(first, ops, nbytes)
+            self._mem.add_batch(first, keys, values, kinds, nbytes)
             if batch.has_range_dels and not self._sv.range_dels:
                 sv = self._sv  # reads switch to their range-tombstone path before the seq is published
                 self._sv = SuperVersion(sv.mem, sv.imms, sv.version, sv.readers)
-            self._last_seq = last
-            self._keys_written += n
-            self._user_bytes += nbytes
+            self._last_seq = last  # keys and bytes written: counted in the memtable (_retire_counts_locked)
         finally:
             mu.release()
         if level:
@@ -228,7 +234,14 @@ class DB:
         sv = self._sv
         if sv.range_dels:
             return self._get_covered(sv, key, default, snap)
-        r = sv.mem.get(key, snap)
+        # MemTable.get, inlined for its common case (the newest version is
+        # visible, or there is none): one Python call less per get. A
+        # version newer than the snapshot takes the full method (it reads
+        # _latest again, then _older: the same lock-free protocol).
+        mem = sv.mem
+        r = mem._latest.get(key)
+        if r is not None and r[0] > snap:
+            r = mem.get(key, snap)
         if r is None:
             for imm in sv.imms:
                 r = imm.get(key, snap)
@@ -238,7 +251,9 @@ class DB:
                 # The tables, through the version's read plan: no list or
                 # tuple built per get, one get_entry per file that may hold
                 # the key (readrandom, docs/benchmarks.md).
-                # The key's bloom hashes are computed once for all tables.
+                # The key's bloom hashes are computed once for all tables,
+                # here rather than by a call to bloom.key_hashes (the same
+                # two crcs; h2 is odd, so 0 means "not yet").
                 readers = sv.readers
                 l0, deeper = sv.version.read_plan
                 target = (snap << 8) | 0xFF
@@ -246,7 +261,8 @@ class DB:
                 for lo, hi, num in l0:
                     if lo <= key <= hi:
                         if not h2:
-                            h1, h2 = _key_hashes(key)
+                            h1 = _crc32c(key)
+                            h2 = _crc32(key) | 1
                         e = readers[num].lookup(key, target, h1, h2)
                         if e is not None:
                             return e[2] if e[1] & 0xFF == _PUT else default
@@ -254,7 +270,8 @@ class DB:
                     i = _bisect_left(largest, key)
                     if i < len(nums) and smallest[i] <= key:
                         if not h2:
-                            h1, h2 = _key_hashes(key)
+                            h1 = _crc32c(key)
+                            h2 = _crc32(key) | 1
                         e = readers[nums[i]].lookup(key, target, h1, h2)
                         if e is not None:
                             return e[2] if e[1] & 0xFF == _PUT else default
@@ -591,25 +608,33 @@ class DB:
         Also re-arms the write path, which calls _make_room_locked once the
         live segment reaches ``_room_check_at``: that becomes the segment
         size, or less where the live WAL would pass the limit, or the next
-        write while over it."""
+        write while over it. put and delete check one figure instead,
+        ``_room_at``: a live-memtable size reached no later than either
+        limit (the memtable size, or the WAL room left scaled by
+        _WAL_BYTES_PER_MEM), so they may call _make_room_locked early (it
+        then only re-arms), never late."""
         wal = self._wal
         _files, live, flushing = self._bg.wal_live(self._mem_wal_paths, wal.segment_path, wal.segment_bytes,
                                                    remember=True)
         room = self._opts.total_wal_limit - live
         if flushing:
-            self._room_check_at = wal.segment_size
-            return False
-        if room >= 0:
-            self._room_check_at = min(wal.segment_size, wal.segment_bytes + room + 1)
-            return False
-        self._room_check_at = wal.segment_bytes + 1
-        return not self._mem.is_empty()
+            at = self._room_check_at = wal.segment_size
+        elif room >= 0:
+            at = self._room_check_at = min(wal.segment_size, wal.segment_bytes + room + 1)
+        else:
+            self._room_check_at = wal.segment_bytes + 1
+            self._room_at = 0
+            return not self._mem.is_empty()
+        wal_per, mem_per = _WAL_BYTES_PER_MEM
+        self._room_at = min(self._memtable_size, self._mem.size + (at - wal.segment_bytes) * mem_per // wal_per)
+        return False
 
     def _wal_released(self) -> None:
         """Background work retired WAL segments (after a flush, or at open):
         the next write re-checks max_total_wal_size in _make_room_locked."""
         with self._write_mu:
             self._room_check_at = 0
+            self._room_at = 0
 
     def _switch_memtable_locked(self) -> None:
         """REQUIRES: _write_mu held. The live memtable becomes immutable, a
@@ -625,6 +650,7 @@ class DB:
             paths = list(self._mem_wal_paths)
             path = wal.start_segment_locked(self._last_seq + 1)
         job = ImmJob(old, paths, self._mem_start_seq, self._last_seq)
+        self._retire_counts_locked(old)
         new = MemTable(self._write_mu)
         self._mem = new
         self._mem_wal_paths = [path]
@@ -632,6 +658,20 @@ class DB:
         sv = self._sv
         self._sv = SuperVersion(new, (old,) + sv.imms, sv.version, sv.readers)
         self._bg.schedule_flush(job)
+
+    def _retire_counts_locked(self, mem: MemTable) -> None:
+        """REQUIRES: _write_mu held; ``mem`` stops being the live memtable
+        (a switch, an ingest). The write counters (``stats()``'s
+        keys_written and user_bytes_written) are kept per memtable instead
+        of per put: every op of a put, delete or batch adds one entry and
+        its key and value bytes to the live memtable, so they are the
+        retired memtables' entries (``_keys_written``, ``_user_bytes``,
+        which ingested tables also add to) plus the live one's, less what
+        recovery replayed into the first one (the counters start at minus
+        that: lsm/recovery.py)."""
+        n = mem.count
+        self._keys_written += n
+        self._user_bytes += mem.size - _ENTRY_OVERHEAD * n
 
     def _delay_write(self) -> None:
         """Background work is falling behind (``_l0_delay``, set by
@@ -727,7 +767,11 @@ class DB:
         sst_bytes_written = bg.sst_bytes_written
         wal_files_live, wal_bytes_live, _flushing = bg.wal_live(list(self._mem_wal_paths), wal.segment_path,
                                                                 wal.segment_bytes)
-        user = self._user_bytes
+        with self._write_mu:  # the live memtable and the retired counts of one moment (_retire_counts_locked)
+            mem = self._mem
+            n = mem.count
+            keys_written = self._keys_written + n
+            user = self._user_bytes + mem.size - _ENTRY_OVERHEAD * n
         live_sst = sum(lv["bytes"] for lv in levels)
         last_level_bytes = next((lv["bytes"] for lv in reversed(levels) if lv["bytes"]), 0)
         unsynced = wal.written_seq > wal.durable_seq
@@ -735,7 +779,7 @@ class DB:
             "health": self.health,
             "last_seq": self._last_seq,
             "durable_seq": self.durable_seq,
-            "keys_written": self._keys_written,
+            "keys_written": keys_written,
             "user_bytes_written": user,
             "wal_bytes_written": wal.bytes_written,
             "sst_bytes_written": sst_bytes_written,

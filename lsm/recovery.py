@@ -23,7 +23,7 @@ from lsm.batch import decode_body
 from lsm.db import DB
 from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version_set import VersionSet
-from lsm.memtable import MemTable
+from lsm.memtable import ENTRY_OVERHEAD, MemTable
 from lsm.options import Options, Sync
 from lsm.sstable.cache import BlockCache
 from lsm.wal.reader import replay
@@ -120,6 +120,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._sync = opts.sync
     db._memtable_size = opts.memtable_size
     db._room_check_at = opts.wal_segment_size  # live-segment size at which a write calls _make_room_locked
+    db._room_at = 0  # live-memtable size at which put/delete call _make_room_locked (DB._wal_switch_due_locked)
     db._write_mu = threading.RLock() if opts.background == "inline" else threading.Lock()
     db._write_cv = threading.Condition(db._write_mu)
     db._install_mu = threading.RLock()
@@ -227,6 +228,10 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
         seg = wal.start_segment_locked(last + 1)
     db._bg._live_wal.update(replayed_paths)
     db._mem = mem
+    # Write counters: the replayed entries were not written by this open
+    # (DB._retire_counts_locked counts the memtables' entries).
+    db._keys_written = -mem.count
+    db._user_bytes = -(mem.size - ENTRY_OVERHEAD * mem.count)
     db._mem_wal_paths = replayed_paths + [seg]
     db._mem_start_seq = vs.flushed_seq
     db._sv = SuperVersion(mem, (), vs.current, readers)

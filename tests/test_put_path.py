@@ -9,6 +9,16 @@ stay what it replaces.
   crc32c of its bytes.
 * The write lock is taken with acquire/release instead of ``with``: it is
   released when a put, a delete or a batch fails inside it.
+* The WAL record goes out through ``FileSystem.raw_write`` (os.write bound
+  to the live segment's descriptor) only on the plain filesystem; it
+  follows the live segment, is dropped at close, and a short write still
+  leaves whole records.
+* put/delete check one figure (``_room_at``) for both the memtable and the
+  WAL limits: ``_make_room_locked`` runs whenever the old two-part check
+  would have called it.
+* ``stats()``'s keys_written / user_bytes_written come from the memtables
+  (not per-put counters): equal to a per-op count, this open only.
+* A flush's memtable pickles without a memo: the same entries arrive.
 
 Randomized tests print their seed; ``LSM_PUT_SEED`` replays one.
 """
@@ -133,3 +143,200 @@ def test_write_lock_released_when_the_commit_fails(op) -> None:
             db.close()
         except NeedsRecoveryError:
             pass
+
+
+# ---- session 5: the WAL write without Python frames, one room check, counters from the memtables
+
+
+def test_raw_write_only_for_the_plain_filesystem(tmp_path) -> None:
+    """FileSystem.raw_write hands out os.write bound to the descriptor only
+    when no write hook is overridden: CrashFS and fault injectors must see
+    every write."""
+    from lsm.base.fs import FileSystem
+
+    class Counting(FileSystem):
+        def _write_some(self, f, data):
+            return super()._write_some(f, data)
+
+    plain = FileSystem()
+    f = plain.create(str(tmp_path / "a"))
+    try:
+        raw = plain.raw_write(f)
+        assert raw is not None
+        assert raw(b"abc") == 3
+        assert plain.read_file(str(tmp_path / "a")) == b"abc"
+    finally:
+        f.close()
+    g = Counting().create(str(tmp_path / "b"))
+    try:
+        assert Counting().raw_write(g) is None
+    finally:
+        g.close()
+    fs = CrashFS()
+    fs.makedirs("/d")
+    h = fs.create("/d/c")
+    assert fs.raw_write(h) is None
+
+
+def test_wal_raw_write_follows_the_live_segment(tmp_path) -> None:
+    """The bound write is swapped with the live segment at rotation and
+    dropped at close (its descriptor number may be reused)."""
+    db = lsm.open(str(tmp_path / "db"), background="inline", sync=lsm.Sync.OFF, wal_segment_size=4096,
+                  wal_preallocate=False)
+    wal = db._wal
+    for i in range(200):
+        db.put(b"k%05d" % i, b"v" * 60)
+        assert wal._raw_write is not None and wal._raw_write.args == (wal._file.fd,)
+        assert wal.segment_bytes <= 4096 + 200  # rotated once past the segment size: over by one record at most
+    assert wal.segments_created > 3
+    db.close()
+    assert wal._raw_write is None
+
+
+def test_wal_short_raw_write_completes_the_record(tmp_path) -> None:
+    """A short os.write on the put path: the rest is written at once, the
+    segment's size counts every byte, and every commit replays."""
+    rng = _rng("short_write")
+    path = str(tmp_path / "db")
+    db = lsm.open(path, background="inline", sync=lsm.Sync.OFF, wal_preallocate=False)
+    wal = db._wal
+    raw = wal._raw_write
+    cuts = []
+
+    def short(data):
+        cut = rng.randrange(0, len(data))  # 0 too: no progress on the first call is retried by WritableFile.write
+        cuts.append(cut)
+        return raw(data[:cut])
+
+    wal._raw_write = short
+    model = {}
+    for i in range(300):
+        k, v = rng.randbytes(rng.randrange(1, 20)), rng.randbytes(rng.randrange(0, 150))
+        db.put(k, v)
+        model[k] = v
+        wal._raw_write = short  # (a rotation would swap it back; none here)
+    assert len(cuts) == 300
+    size = wal._file.size
+    assert size == db._fs.file_size(wal.segment_path)
+    db._wal._raw_write = raw
+    db.close()
+    db = lsm.open(path, background="inline")
+    try:
+        assert {k: db.get(k) for k in model} == model
+    finally:
+        db.close()
+
+
+def test_put_calls_make_room_no_later_than_before(tmp_path) -> None:
+    """put/delete check one figure (_room_at) where they checked the
+    memtable size and the live segment's size: _make_room_locked runs
+    whenever the old check would have called it (early calls only
+    re-arm). Small memtable, segments and WAL limit, random sizes."""
+    rng = _rng("room")
+    db = lsm.open(str(tmp_path / "db"), background="inline", sync=lsm.Sync.OFF, memtable_size=16384,
+                  wal_segment_size=8192, max_total_wal_size=20480, wal_preallocate=False)
+    calls = []
+    real = db._make_room_locked
+
+    def spy():
+        calls.append(1)
+        real()
+
+    db._make_room_locked = spy
+    try:
+        due = 0
+        for i in range(3000):
+            old_due = db._mem.size >= db._memtable_size or db._wal.segment_bytes >= db._room_check_at
+            before = len(calls)
+            key = rng.randbytes(rng.randrange(0, 24))
+            if rng.random() < 0.1:
+                db.delete(key)
+            else:
+                db.put(key, rng.randbytes(rng.choice((0, 1, 30, 400))))
+            if old_due:
+                due += 1
+                assert len(calls) > before, f"op {i}: the old check was due and _make_room_locked did not run"
+        assert due > 50 and len(calls) < 3000  # both limits were reached, and put does not check every time
+        st = db.stats()
+        assert st["flush_count"] > 5
+    finally:
+        db.close()
+
+
+def test_write_counters_from_the_memtables(tmp_path) -> None:
+    """stats()'s keys_written / user_bytes_written, now derived from the
+    memtables at stats time: equal to a per-op count over puts, deletes,
+    batches (range deletions included), memtable switches and an ingest,
+    and only this open's writes after a reopen that replays the WAL."""
+    rng = _rng("counters")
+    path = str(tmp_path / "db")
+    db = lsm.open(path, background="inline", sync=lsm.Sync.OFF, memtable_size=8192)
+    keys = nbytes = 0
+    try:
+        for i in range(1500):
+            r = rng.random()
+            k = rng.randbytes(rng.randrange(1, 16))
+            if r < 0.6:
+                v = rng.randbytes(rng.randrange(0, 100))
+                db.put(k, v)
+                keys, nbytes = keys + 1, nbytes + len(k) + len(v)
+            elif r < 0.75:
+                db.delete(k)
+                keys, nbytes = keys + 1, nbytes + len(k)
+            elif r < 0.97:
+                b = lsm.WriteBatch()
+                for _ in range(rng.randrange(1, 6)):
+                    k2, v2 = rng.randbytes(rng.randrange(1, 16)), rng.randbytes(rng.randrange(0, 50))
+                    b.put(k2, v2)
+                    keys, nbytes = keys + 1, nbytes + len(k2) + len(v2)
+                if rng.random() < 0.3:
+                    b.delete_range(b"\x10", b"\x20")
+                    keys, nbytes = keys + 1, nbytes + 2
+                db.write(b)
+            else:
+                st = db.stats()
+                assert (st["keys_written"], st["user_bytes_written"]) == (keys, nbytes), i
+        before = db.stats()
+        assert before["flush_count"] > 3  # memtables were switched (their counts retired)
+        assert (before["keys_written"], before["user_bytes_written"]) == (keys, nbytes)
+        db.ingest([(b"\xffing%03d" % j, b"x" * 10) for j in range(50)])
+        after = db.stats()
+        assert after["keys_written"] == keys + 50 and after["user_bytes_written"] == nbytes + 50 * 17
+        db.put(b"tail", b"12345")  # left in the WAL: replayed at the next open
+    finally:
+        db.close()
+    db = lsm.open(path, background="inline", sync=lsm.Sync.OFF)
+    try:
+        assert db._mem.count > 0  # the replayed entries are in the live memtable ...
+        st = db.stats()
+        assert (st["keys_written"], st["user_bytes_written"]) == (0, 0)  # ... but not written by this open
+        db.put(b"a", b"bc")
+        db.delete(b"zz")
+        st = db.stats()
+        assert (st["keys_written"], st["user_bytes_written"]) == (2, 5)
+    finally:
+        db.close()
+
+
+def test_frozen_entries_pickle_without_memo() -> None:
+    """A flush's memtable goes to the worker process pickled without a memo
+    (FrozenEntries.__getstate__): the same entries arrive, older versions,
+    deletions and values shared by several entries included."""
+    import pickle
+
+    rng = _rng("frozen_pickle")
+    m = MemTable()
+    shared = rng.randbytes(100)
+    keys = [rng.randbytes(rng.randrange(1, 10)) for _ in range(400)]
+    for seq in range(1, 3000):
+        k = rng.choice(keys)
+        if rng.random() < 0.1:
+            m.add(seq, ValueKind.DELETE, k, b"")
+        else:
+            m.add(seq, ValueKind.PUT, k, shared if rng.random() < 0.5 else rng.randbytes(rng.randrange(0, 40)))
+    fe = m.frozen()
+    back = pickle.loads(pickle.dumps(fe, protocol=pickle.HIGHEST_PROTOCOL))
+    assert list(back) == list(fe) and len(back) == len(fe) == m.count
+    assert back.columns() == fe.columns()
+    empty = pickle.loads(pickle.dumps(MemTable().frozen(), protocol=pickle.HIGHEST_PROTOCOL))
+    assert list(empty) == [] and len(empty) == 0

@@ -5,9 +5,14 @@ path profile": 10,000 warm-up puts, then N puts (or N/1000 batches of
     PYTHONHASHSEED=0 valgrind --tool=callgrind python tools/put_callgrind.py MODE N
 
 for N = 10000 and N = 0; (instructions of the first - of the second) / N
-is the cost per op. MODE: ``put`` (``functools.partial(db.put,
-sync=Sync.OFF)``, the harness's old shape), ``putb`` (the bound
-``db.put``, the harness's shape now), ``batch`` (``with db.batch() as b``).
+is the cost per op. Give valgrind the interpreter itself, not a pyenv
+shim (a shell script: valgrind would count the shell and nothing else):
+``$(python -c 'import sys; print(sys.executable)')``; for a worktree, set
+``PYTHONPATH`` to it so that it imports its own ``lsm``.
+
+MODE: ``put`` (``functools.partial(db.put, sync=Sync.OFF)``, the
+harness's old shape), ``putb`` (the bound ``db.put``, the harness's shape
+now), ``batch`` (``with db.batch() as b``).
 """
 
 import functools

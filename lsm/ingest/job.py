@@ -296,9 +296,11 @@ def _install_locked(db: DB, outputs: list[Output], provisional: int,
         raise
     db._last_seq = seq
     if new_mem is not None:
+        db._retire_counts_locked(mem)
         db._mem = new_mem
     old_wal = list(db._mem_wal_paths)
     db._mem_wal_paths = [db._wal.start_segment_locked(seq + 1)]
+    db._room_at = 0  # new memtable and segment: the next put re-checks and re-arms (DB._wal_switch_due_locked)
     db._mem_start_seq = seq
     db._keys_written += sum(p.num_entries for _n, p in outputs)
     db._user_bytes += sum(p.data_size for _n, p in outputs)

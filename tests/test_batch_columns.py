@@ -1,0 +1,149 @@
+"""WriteBatch kept as columns (keys, values, kinds only once a non-PUT op is
+added) and MemTable.add_batch: the body is the op-by-op encoding whatever
+the mix and lengths, the memtable ends as if each op were added one by one,
+and a batch committed through the DB reads back (and recovers) the same.
+Randomized tests print their seed; LSM_TEST_SEED replays one."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+import lsm
+from lsm.base.coding import ValueKind
+from lsm.base.crashfs import CrashFS
+from lsm.base.errors import ClosedError
+from lsm.batch import OP_HEADER, WriteBatch, decode_body
+from lsm.memtable import MemTable
+
+PUT, DELETE, RANGE_DELETE = ValueKind.PUT, ValueKind.DELETE, ValueKind.RANGE_DELETE
+
+
+def _seed() -> int:
+    seed = int(os.environ.get("LSM_TEST_SEED", random.randrange(1 << 30)))
+    print("seed", seed)
+    return seed
+
+
+def _expected_body(ops: list[tuple[int, bytes, bytes]]) -> bytes:
+    return b"".join(OP_HEADER.pack(kind, len(k), len(v)) + k + v for kind, k, v in ops)
+
+
+def test_uniform_puts_share_one_header_and_encode_op_by_op():
+    b = WriteBatch()
+    ops = [(PUT, b"%016d" % i, bytes([i % 251]) * 100) for i in range(1000)]
+    for _kind, k, v in ops:
+        b.put(k, v)
+    body, nbytes = b.encode()
+    assert body == _expected_body(ops) and nbytes == 116 * 1000
+    assert b.columns() == ([k for _, k, _ in ops], [v for _, _, v in ops], None)  # no kinds column for puts
+    assert decode_body(body, 1000) == ops == b.ops() == list(b)
+
+
+def test_mixed_lengths_and_kinds_added_midway():
+    # Puts first (no kinds column), then a delete creates it with a PUT per
+    # earlier op, then more puts append PUT kinds; one key length differs.
+    b = WriteBatch()
+    b.put(b"a", b"1")
+    b.put(b"b", b"22")
+    b.delete(b"a")
+    b.put(b"ccc", b"3")
+    b.delete_range(b"d", b"f")
+    b.put(b"d", b"4")
+    ops = [(PUT, b"a", b"1"), (PUT, b"b", b"22"), (DELETE, b"a", b""), (PUT, b"ccc", b"3"),
+           (RANGE_DELETE, b"d", b"f"), (PUT, b"d", b"4")]
+    assert b.ops() == ops and len(b) == 6 and b.has_range_dels
+    assert b.columns()[2] == bytes([PUT, PUT, DELETE, PUT, RANGE_DELETE, PUT])
+    assert b.encode() == (_expected_body(ops), 1 + 1 + 1 + 2 + 1 + 3 + 1 + 1 + 1 + 1 + 1)
+    assert b.byte_size == 14
+    # A single delete, and one-byte keys all equal in length with a delete
+    # among them (the kinds column forbids the shared header).
+    d = WriteBatch()
+    d.delete(b"x")
+    assert d.encode() == (_expected_body([(DELETE, b"x", b"")]), 1)
+    b.clear()
+    assert (len(b), b.columns(), b.body(), b.has_range_dels) == (0, ([], [], None), b"", False)
+    b.put(b"k", b"v")
+    assert b.ops() == [(PUT, b"k", b"v")]
+
+
+def test_random_batches_encode_and_apply_like_op_by_op():
+    rng = random.Random(_seed())
+    for _ in range(150):
+        b = WriteBatch()
+        ops = []
+        uniform = rng.random() < 0.5  # fixed key/value lengths: the shared-header path
+        for _ in range(rng.randrange(1, 60)):
+            r = rng.random()
+            k = b"%04d" % rng.randrange(80) if uniform else b"%d" % rng.randrange(80)
+            if r < 0.8:
+                v = rng.randbytes(8 if uniform else rng.randrange(12))
+                b.put(k, v)
+                ops.append((PUT, k, v))
+            elif r < 0.95:
+                b.delete(k)
+                ops.append((DELETE, k, b""))
+            else:
+                b.delete_range(k, k + b"\xff")
+                ops.append((RANGE_DELETE, k, k + b"\xff"))
+        body, nbytes = b.encode()
+        assert body == _expected_body(ops)
+        assert nbytes == sum(len(k) + len(v) for _kind, k, v in ops)
+        assert decode_body(body, len(ops)) == ops == b.ops()
+        # The memtable: columns in, the same state as one op at a time.
+        a, c = MemTable(), MemTable()
+        pre = [(PUT, b"%04d" % i, b"old") for i in range(0, 80, 7)]  # some keys already present
+        for i, (kind, k, v) in enumerate(pre, 1):
+            a.add(i, kind, k, v)
+            c.add(i, kind, k, v)
+        seq = len(pre) + 1
+        a.add_batch(seq, *b.columns(), nbytes)
+        for kind, k, v in ops:
+            if kind == RANGE_DELETE:
+                c.add_range_del(seq, k, v)
+            else:
+                c.add(seq, kind, k, v)
+            seq += 1
+        a.check()
+        assert list(a.iter_entries()) == list(c.iter_entries())
+        assert (a.size, a.count, len(a), a.range_del_list()) == (c.size, c.count, len(c), c.range_del_list())
+        for k in {k for _kind, k, _v in ops + pre}:
+            for snap in range(0, seq + 1, 5):
+                assert a.get(k, snap) == c.get(k, snap)
+
+
+def test_fresh_batch_takes_the_bulk_path_and_duplicates_do_not():
+    m = MemTable()
+    keys = [b"%03d" % i for i in range(100)]
+    vals = [b"v%d" % i for i in range(100)]
+    m.add_batch(1, keys, vals, None, sum(map(len, keys)) + sum(map(len, vals)))
+    assert m.count == 100 and m.get(b"050", 51) == (51, PUT, b"v50") and m.get(b"050", 50) is None
+    # A batch writing one key twice keeps both versions (not only the last).
+    m.add_batch(101, [b"x", b"y", b"x"], [b"1", b"2", b"3"], None, 6)
+    assert m.get(b"x", 101) == (101, PUT, b"1") and m.get(b"x", 103) == (103, PUT, b"3")
+    assert m.count == 103
+    m.check()
+
+
+def test_db_write_batch_reads_back_and_recovers():
+    fs = CrashFS()
+    db = lsm.open("/db", fs=fs, background="inline", sync=lsm.Sync.OFF)
+    with db.batch() as b:
+        for i in range(300):
+            b.put(b"%05d" % i, b"v%d" % i)
+        b.delete(b"00007")
+        b.delete_range(b"00100", b"00110")
+        b.put(b"00105", b"back")
+    with pytest.raises(ClosedError):
+        b.put(b"k", b"v")
+    seq = db.write(WriteBatch())  # empty: nothing written
+    assert seq == db.last_seq == 303
+    expected = {b"%05d" % i: b"v%d" % i for i in range(300) if i != 7 and not 100 <= i < 110}
+    expected[b"00105"] = b"back"
+    assert dict(db.items()) == expected
+    db.close()
+    db = lsm.open("/db", fs=fs, background="inline", sync=lsm.Sync.OFF)
+    assert dict(db.items()) == expected and db.last_seq == 303
+    db.close()
