@@ -3,6 +3,7 @@ per block in SSTables): never renumber."""
 
 from __future__ import annotations
 
+import struct
 import threading
 from typing import Final
 
@@ -67,13 +68,40 @@ def decompress(kind: int, data: bytes | memoryview, max_size: int) -> bytes:
                 raise ValueError(
                     f"zstd frame claims {size} bytes ({len(data)} stored, at most {max_size} expected)"
                 )
-            out = _dctx().decompress(data, max_output_size=max_size) if size >= 0 else _stream(data, max_size)
+            # With a content size (checked above) decompress() allocates
+            # exactly that and fails on a frame that yields more, so no
+            # max_output_size: its keyword parsing was ~1,500 instructions
+            # of a block read (callgrind, tools/get_callgrind.py).
+            out = _dctx().decompress(data) if size >= 0 else _stream(data, max_size)
         except zstandard.ZstdError as e:
             raise ValueError(f"zstd: {e}") from None
         if len(out) > max_size:
             raise ValueError("decompressed block larger than its header says")
         return out
     raise ValueError(f"unknown compression id {kind}")
+
+
+def decompress_many(kind: int, frames: list[memoryview], sizes: list[int]) -> list[bytes]:
+    """:func:`decompress` of several blocks of one ``kind``, each to exactly
+    its ``sizes`` entry (the block trailers' uncompressed sizes). zstd's
+    ``multi_decompress_to_buffer`` does them in one C call with the context
+    set up once (a long scan's 4 KiB blocks: ~4-5 us each against ~7.5 us
+    one by one, docs/benchmarks.md "Scan profile"). Raises ``ValueError``
+    as :func:`decompress` does, without naming the frame: a caller that
+    must say which block is damaged decompresses them one by one then."""
+    if kind != ZSTD or len(frames) < 2:
+        return [decompress(kind, f, s) for f, s in zip(frames, sizes)]
+    for f, s in zip(frames, sizes):
+        if s > _ZSTD_MAX_RATIO * len(f):
+            raise ValueError(f"zstd frame of {len(f)} bytes cannot hold {s} bytes")
+    try:
+        sz = struct.pack(f"={len(sizes)}Q", *sizes)
+        res = _dctx().multi_decompress_to_buffer(frames, decompressed_sizes=sz)  # type: ignore[arg-type]  # list invariance
+    except zstandard.ZstdError as e:
+        raise ValueError(f"zstd: {e}") from None
+    except ValueError as e:  # e.g. an empty frame
+        raise ValueError(f"zstd: {e}") from None
+    return [res[i].tobytes() for i in range(len(res))]
 
 
 def _stream(data: bytes | memoryview, max_size: int) -> bytes:

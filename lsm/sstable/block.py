@@ -382,6 +382,49 @@ def unframe_block(data: bytes, verify: bool) -> bytes:
     return out
 
 
+def unframe_blocks(data: bytes, sizes: list[int], verify: bool) -> list[bytes]:
+    """:func:`unframe_block` of consecutive blocks read in one piece:
+    ``data`` is their ``stored + trailer`` bytes back to back, ``sizes``
+    each one's length (its handle's size plus 9). The crcs are checked
+    block by block and the compressed ones decompressed together
+    (:func:`~lsm.base.compression.decompress_many`). Raises ValueError
+    without naming the block: the caller reads them one by one to say
+    which (a long scan's readahead, reader.py)."""
+    mv = memoryview(data)
+    out: list[bytes | None] = []
+    frames: list[memoryview] = []
+    usizes: list[int] = []
+    at: list[int] = []
+    kind = _compression.NONE
+    pos = 0
+    for size in sizes:
+        n = size - BLOCK_TRAILER_SIZE
+        if n < 0:
+            raise ValueError("block shorter than its trailer")
+        cid, usize, stored_crc = BLOCK_TRAILER.unpack_from(data, pos + n)
+        if verify and _mask(_crc(mv[pos : pos + n + 5])) != stored_crc:
+            raise ValueError("block checksum mismatch")
+        if cid == _compression.NONE:
+            if usize != n:
+                raise ValueError(f"uncompressed block of {n} bytes claims {usize}")
+            out.append(data[pos : pos + n])
+        else:
+            if frames and cid != kind:
+                raise ValueError("blocks of two compressions in one read")  # not written by lsm
+            kind = cid
+            at.append(len(out))
+            out.append(None)
+            frames.append(mv[pos : pos + n])
+            usizes.append(usize)
+        pos += size
+    if pos != len(data):
+        raise ValueError(f"blocks of {pos} bytes in a read of {len(data)}")
+    if frames:
+        for i, p in zip(at, _compression.decompress_many(kind, frames, usizes)):
+            out[i] = p
+    return out  # type: ignore[return-value]
+
+
 # ---------------------------------------------------------------- footer
 def encode_footer(
     filter_h: tuple[int, int],

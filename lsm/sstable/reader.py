@@ -53,6 +53,7 @@ from lsm.sstable.block import (
     decode_properties,
     decode_range_dels_props,
     unframe_block,
+    unframe_blocks,
 )
 from lsm.sstable.bloom import BloomFilter, key_hashes
 from lsm.sstable.cache import BlockCache
@@ -68,6 +69,14 @@ _BLOCK_CHARGE: Final = 300
 """Memory of one cached view besides its arrays' items and payload: the view
 (72), the payload bytes object's header (33), two array objects (2 x 80),
 the cache's key tuple and OrderedDict slot, rounded up."""
+
+
+_SEEK_BLOCKS: Final = 3
+"""A scan's first blocks, read one at a time through the cache (and cached
+when ``fill_cache``): what a seek reads (``_chunk_want``'s first chunks)."""
+_READAHEAD_MAX: Final = 16
+"""Blocks a long scan reads ahead in one ``pread`` at most (about 32 KiB
+stored at 4 KiB blocks), after ``_SEEK_BLOCKS``: 2, 4, 8, then 16."""
 
 
 def _chunk_want(nchunks: int) -> int:
@@ -412,7 +421,9 @@ class TableReader:
         reads little); later ones join whole blocks up to about 512
         entries, so a merging scan's per-chunk work is spread over many
         entries. ``reverse``: every chunk is still in internal order, but
-        the chunks come last first (from ``stop`` down)."""
+        the chunks come last first (from ``stop`` down). ``fill_cache``:
+        whether the first blocks (a seek's) go into the cache; a long
+        scan's later blocks never do (:meth:`_scan_blocks`)."""
         if start is not None and stop is not None and stop <= start:
             return iter(())
         if reverse:
@@ -424,13 +435,14 @@ class TableReader:
     ) -> Iterator[tuple[list[bytes], array[int], list[bytes]]]:
         ikeys = self._ikeys
         nb = len(ikeys)
-        block = self._block
         # The first block whose last key reaches stop may hold keys below
-        # it; later blocks hold none.
+        # it; later blocks hold none. Blocks before the first whose last
+        # key reaches start hold no key of the scan.
         i = nb - 1 if stop is None else min(bisect_left(ikeys, stop), nb - 1)
+        blocks = self._scan_blocks(i, -1 if start is None else min(bisect_left(ikeys, start), nb - 1) - 1, -1, fill_cache)
         want = nchunks = 0
         while i >= 0:
-            b = block(i, fill_cache)
+            b = next(blocks)
             hi = b.n if stop is None else b.seek(stop)
             stop = None
             # last: the blocks before this one end below start
@@ -438,7 +450,7 @@ class TableReader:
             keys, trailers, values = b.columns(b.seek(start, 0, hi) if last and start is not None else 0, hi)
             i -= 1
             while len(keys) < want and i >= 0 and not last:
-                b = block(i, fill_cache)
+                b = next(blocks)
                 last = start is not None and (i == 0 or ikeys[i - 1] < start)
                 k, t, v = b.columns(b.seek(start) if last and start is not None else 0)
                 keys = k + keys
@@ -457,11 +469,12 @@ class TableReader:
     ) -> Iterator[tuple[list[bytes], array[int], list[bytes]]]:
         ikeys = self._ikeys
         nb = len(ikeys)
-        block = self._block
         i = 0 if start is None else bisect_left(ikeys, start)
+        # The first block whose last key reaches stop is the last to read.
+        blocks = self._scan_blocks(i, nb if stop is None else min(nb, bisect_left(ikeys, stop) + 1), 1, fill_cache)
         want = nchunks = 0
         while i < nb:
-            b = block(i, fill_cache)
+            b = next(blocks)
             lo = 0 if start is None else b.seek(start)
             start = None
             # last: this block reaches stop (holds the scan's last entries)
@@ -469,7 +482,7 @@ class TableReader:
             keys, trailers, values = b.columns(lo, b.seek(stop, lo) if stop is not None and last else None)
             i += 1
             while len(keys) < want and i < nb and not last:
-                b = block(i, fill_cache)
+                b = next(blocks)
                 last = stop is not None and ikeys[i] >= stop
                 k, t, v = b.columns(0, b.seek(stop) if stop is not None and last else None)
                 keys += k
@@ -484,6 +497,78 @@ class TableReader:
             # no more than a heap merge would), then doubling to 512 entries.
             nchunks += 1
             want = _chunk_want(nchunks)
+
+    def _scan_blocks(self, i: int, end: int, step: int, fill_cache: bool) -> Iterator[BlockView]:
+        """Data blocks ``i, i + step, ...`` (step 1 or -1) up to ``end``
+        (excluded), for :meth:`iter_columns`. The first ``_SEEK_BLOCKS``
+        one at a time through the cache, cached when ``fill_cache`` (a
+        seek's). After that the scan is a long one: the blocks not in the
+        cache are read ahead, a run of neighbours per ``pread``
+        (``_READAHEAD_MAX`` at most), their crcs checked and decompressed
+        together (:func:`~lsm.sstable.block.unframe_blocks`), and *not*
+        cached, whatever ``fill_cache`` says: a long scan neither evicts
+        the working set of point reads nor leaves a cached view per block
+        for the garbage collector to traverse (readseq in
+        docs/benchmarks.md, "Scan profile"); blocks already cached are
+        used."""
+        block = self._block
+        k = 0
+        while i != end and k < _SEEK_BLOCKS:
+            yield block(i, fill_cache)
+            i += step
+            k += 1
+        cache = self._cache
+        ckeys = self._ckeys
+        ahead = 2
+        while i != end:
+            j = i + step * ahead
+            if (j - end) * step > 0:
+                j = end
+            idx = range(i, j, step)
+            views: list[BlockView | None] = (
+                [None] * len(idx) if cache is None else [cache.get(ckeys[x]) for x in idx]  # type: ignore[misc]
+            )
+            r = 0
+            while r < len(idx):
+                if views[r] is not None:
+                    r += 1
+                    continue
+                s = r
+                while r < len(idx) and views[r] is None:
+                    r += 1
+                a, z = idx[s], idx[r - 1]
+                if step > 0:
+                    views[s:r] = self._load_blocks(a, z + 1)
+                else:
+                    views[s:r] = self._load_blocks(z, a + 1)[::-1]
+            yield from views  # type: ignore[misc]
+            i = j
+            if ahead < _READAHEAD_MAX:
+                ahead <<= 1
+
+    def _load_blocks(self, lo: int, hi: int) -> list[BlockView]:
+        """Data blocks ``[lo, hi)``, read in one ``pread`` (they lie back to
+        back) and checked as :meth:`_load_block` checks one; not cached. On
+        any damage they are read again one by one, so that the
+        ``CorruptionError`` names the block."""
+        boffs = self._boffs
+        bsizes = self._bsizes
+        verify = self._verify
+        if hi - lo > 1:
+            f = self._file
+            if f.fd < 0:
+                raise ClosedError(f"sstable {self.path} is closed")
+            sizes = bsizes[lo:hi]
+            total = sum(sizes)
+            data = f.pread(boffs[lo], total)
+            if len(data) == total:
+                try:
+                    views = [BlockView(p, not verify) for p in unframe_blocks(data, sizes, verify)]
+                    if all(b.n for b in views):
+                        return views
+                except ValueError:
+                    pass
+        return [self._load_block(boffs[x], bsizes[x], verify) for x in range(lo, hi)]
 
     def _iter_forward(self, start: bytes | None, stop: bytes | None, fill: bool) -> Iterator[Entry]:
         ikeys = self._ikeys
