@@ -71,7 +71,7 @@ def decompress(kind: int, data: bytes | memoryview, max_size: int) -> bytes:
             # With a content size (checked above) decompress() allocates
             # exactly that and fails on a frame that yields more, so no
             # max_output_size: its keyword parsing was ~1,500 instructions
-            # of a block read (callgrind, tools/get_callgrind.py).
+            # of a block read (callgrind, tools/read_callgrind.py).
             out = _dctx().decompress(data) if size >= 0 else _stream(data, max_size)
         except zstandard.ZstdError as e:
             raise ValueError(f"zstd: {e}") from None
