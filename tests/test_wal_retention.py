@@ -555,3 +555,46 @@ def test_power_cut_at_every_step_of_an_archiving_flush():
                     assert filenames.wal_name(1) not in live, where
                     outcomes["copy lost"] += 1
     assert outcomes["live"] and outcomes["archived"], outcomes
+
+
+def _archive_with_two_segments(fs, wal_dir):
+    from lsm.wal.archive import WalArchive
+    a = WalArchive(fs, wal_dir)
+    for first in (1, 50):
+        path = filenames.join(wal_dir, filenames.wal_name(first))
+        fs.write_file(path, b"x" * first)
+        a.archive(path, first, now_us=1_000_000 * first)
+    return a
+
+
+def test_archive_into_an_existing_directory_without_load():
+    """The archive directory already exists (an earlier open made it) and
+    load() was not called: archive() must use it, not fail on makedirs,
+    and the segment must land in it under its archived name."""
+    from lsm.base.crashfs import CrashFS
+    fs = CrashFS()
+    fs.makedirs("/w/archive")
+    made = []
+    real = fs.makedirs
+    fs.makedirs = lambda p, *a, **k: (made.append(p), real(p, *a, **k))[1]
+    a = _archive_with_two_segments(fs, "/w")
+    assert made == []
+    names = sorted(fs.listdir("/w/archive"))
+    assert [filenames.parse_archived_wal(n)[0] for n in names] == [1, 50]
+    assert a.files == 2 and a.bytes == 51
+    assert not any(n.endswith(".wal") for n in fs.listdir("/w") if n != "archive")
+
+
+def test_prune_tolerates_a_segment_already_gone():
+    """An archived segment removed behind the archive's back (by hand, or
+    a crash after the unlink): prune still drops it from the listing and
+    the byte count, and deletes the others the rule selects."""
+    from lsm.base.crashfs import CrashFS
+    fs = CrashFS()
+    fs.makedirs("/w")
+    a = _archive_with_two_segments(fs, "/w")
+    gone = sorted(fs.listdir("/w/archive"))[0]
+    fs.remove(filenames.join("/w/archive", gone))
+    assert a.prune(keep_segments=0, keep_seconds=1, now_us=10**12) == 2
+    assert a.files == 0 and a.bytes == 0 and a.pruned == 2
+    assert fs.listdir("/w/archive") == []

@@ -412,10 +412,16 @@ class WalWriter:
             with mu:
                 if self.fenced is not None:
                     self._raise_fenced()
-                if self._closed:  # set before close() drops the segment: a record staged or written now was never synced
-                    raise ClosedError(f"WAL writer for {self.wal_dir} is closed: commit {seq} cannot be made durable")
                 if self.durable_seq >= seq and self._dir_synced and (designated is None or self._next_gate is not designated):
                     return  # (a designated leader leads even so: others wait for its gate)
+                # Not durable yet, so a segment was started (a record was
+                # written or staged). close() sets _closed before it drops
+                # the segment: read in this order, f is the live segment
+                # unless the writer is closed, and a record staged or
+                # written now was never synced.
+                f = self._file
+                if f is None or self._closed:
+                    raise ClosedError(f"WAL writer for {self.wal_dir} is closed: commit {seq} cannot be made durable")
                 cur = self._sync_gate
                 if cur is None:  # no sync running: lead one
                     gate = self._next_gate
@@ -433,7 +439,6 @@ class WalWriter:
                     if self.commit_linger or self._last_group > 1:
                         self._linger_locked()
                     need_dir = not self._dir_synced
-                    f = self._file
                     break
                 if seq <= self._sync_target and self._dir_synced:
                     gate = cur  # the running sync covers seq
@@ -466,20 +471,19 @@ class WalWriter:
                 # nor sync, and its commit must not return (a record
                 # written behind the damage is lost with it).
                 err = self.fenced
-            elif n and f is not None:
+            elif n:
                 try:
                     f.write(staged[0] if n == 1 else b"".join(staged[:n]))
                     del staged[:n]
                 except BaseException as e:  # noqa: BLE001 - fences below, like a failed sync
                     err = e
-            target_off = f.size if f is not None else 0  # all written before the sync starts
+            target_off = f.size  # all written before the sync starts
         self._sync_target = target  # one store, read under _cv (the comment above)
         t0 = _perf_counter()
         try:
             if err is not None:
                 raise err
-            if f is not None:
-                f.datasync() if level < _EXTRA else f.fsync()
+            f.datasync() if level < _EXTRA else f.fsync()
             if need_dir:
                 self.fs.sync_dir(self.wal_dir)
         except BaseException as e:  # noqa: BLE001 - any failure fences
@@ -495,7 +499,10 @@ class WalWriter:
             else:
                 if target > self.durable_seq:
                     self.durable_seq = target
-                if f is self._file and target_off > self.synced_offset:
+                # f is still the live segment: rotation swaps it only under
+                # _cv while no sync gate is set, and this one was cleared
+                # in this same hold of _cv.
+                if target_off > self.synced_offset:
                     self.synced_offset = target_off
                 group = commits - self._synced_commits
                 self._synced_commits = commits
@@ -509,8 +516,7 @@ class WalWriter:
                 self._sync_ewma += (dt - self._sync_ewma) * 0.125
                 if need_dir:
                     self.dir_syncs += 1
-                    if f is self._file:
-                        self._dir_synced = True
+                    self._dir_synced = True  # f's entry, and f is live (above)
                 if group > 0:
                     self.groups += 1
                     self.synced_commits += group
