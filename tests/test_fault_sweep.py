@@ -380,6 +380,12 @@ def run_one(w: Workload, n: int, err: int, persistent: bool, stats: Stats, *, ki
                                         "every call succeeded and the database is healthy")
             try:
                 ledger.check(db, everything=True, where=where + " (live, fault absorbed)")
+            except lsm.NeedsRecoveryError as e:
+                # A background job (a compaction after the flush returned)
+                # met the persistent fault after the workload's calls: the
+                # database fenced, as it must. A typed outcome, checked
+                # below like any other (health, refused writes, reopen).
+                typed = e
             except (AssertionError, lsm.Error) as e:
                 stats.violations.append(f"{where}: {type(e).__name__}: {e}")
         try:

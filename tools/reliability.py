@@ -61,6 +61,7 @@ FILES = [
     "test_wal_writer_races.py",
     "test_wal_writer_edges.py",
     "test_fs_direct.py",
+    "test_put_path.py",
     "test_manifest_checks.py",
     "test_fs_edges.py",
     "test_manifest.py",

@@ -645,7 +645,7 @@ class WalWriter:
             if seq > self.durable_seq:
                 try:
                     self.sync_to(seq, _FULL)
-                except NeedsRecoveryError:
+                except (NeedsRecoveryError, ClosedError):  # fenced (the committers raise it), or closed under it
                     return
 
     # ------------------------------------------------------------- fencing
