@@ -115,6 +115,25 @@ def test_short_header_of_a_segment_named_out_of_range_is_a_tail() -> None:
     assert "bad segment header" in s.damage.reason
 
 
+@pytest.mark.parametrize("follower", [False, True])
+def test_damaged_v1_header_is_judged_by_v1_followers_only(follower: bool) -> None:
+    """A version-1 segment whose header checksum fails while its magic and
+    version survive: only the version-1 follower search applies. With an
+    intact record of the segment's first sequence numbers after it, the
+    header was synced, so the damage is mid-log (fail closed); with only
+    garbage after it, it is a torn tail. (The version-2 search must not
+    run: it would misread version-1 records.)"""
+    data, offs = v1_segment(3)
+    data[20] ^= 0xFF  # the header's own checksum: magic and version intact
+    if not follower:
+        data[offs[0]:] = b"\x5a" * (len(data) - offs[0])  # no intact record
+    s = scan_segment_bytes(bytes(data), PATH)
+    assert s.records == [] and s.damage is not None
+    assert s.damage.is_tail is (not follower), s.damage
+    if not follower:
+        assert "no intact record follows it" in s.damage.detail
+
+
 def test_encode_op_record_rejects_out_of_range_fields() -> None:
     """The single-op fast path refuses what encode_record refuses, with a
     ValueError naming the field (never a struct.error, never bad bytes)."""
