@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "start without compaction debt",
     )
     g.add_argument(
+        "--no-read-settle",
+        action="store_true",
+        help="do not wait, after the reopen before each read workload, until the engine says no flush or "
+        "compaction is pending (by default every engine with such a signal is waited for, untimed)",
+    )
+    g.add_argument(
         "--sync",
         choices=SYNC_LEVELS,
         default="full",
@@ -128,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memtable-size", type=parse_size, help="memtable_size, bytes (4MiB, 64K, ...)")
     g.add_argument("--block-size", type=parse_size, help="block_size, bytes")
     g.add_argument("--bloom-bits", type=int, help="bloom_bits_per_key")
-    g.add_argument("--compression", choices=("zstd", "none"), help="compression")
+    g.add_argument("--compression", choices=("lz4", "zstd", "none"), help="compression")
     g.add_argument(
         "--lsm-option",
         action="append",
@@ -340,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         limits_seconds=args.limits_seconds,
         settle=args.settle,
+        read_settle=not args.no_read_settle,
     )
 
     own_root = args.db is None

@@ -274,6 +274,19 @@ class RocksdictAdapter(Adapter):
     def close(self) -> None:
         self.db.close()
 
+    def background_pending(self):
+        # RocksDB's own signals: a compaction its picker wants (a level over
+        # its score), or a flush or compaction under way.
+        p = getattr(self.db, "property_int_value", None)
+        if p is None or p("rocksdb.compaction-pending") is None:
+            return None  # an older rocksdict or RocksDB without the properties
+        return bool(
+            p("rocksdb.compaction-pending")
+            or p("rocksdb.num-running-compactions")
+            or p("rocksdb.num-running-flushes")
+            or p("rocksdb.mem-table-flush-pending")
+        )
+
     def _wo(self, level):
         wo = self._r.WriteOptions()
         wo.sync = _is_sync(level)
@@ -368,6 +381,22 @@ class PlyvelAdapter(Adapter):
 
     def close(self) -> None:
         self.db.close()
+
+    def background_pending(self):
+        # LevelDB has no "pending" property: its own compaction rule
+        # (VersionSet::Finalize) applied to "leveldb.stats": level 0 at
+        # kL0_CompactionTrigger (4) files, level L >= 1 over 10^L MiB.
+        stats = self.db.get_property(b"leveldb.stats")
+        if stats is None:
+            return None
+        for line in stats.decode().splitlines():
+            f = line.split()
+            if len(f) < 3 or not f[0].isdigit():
+                continue
+            level, files, mb = int(f[0]), int(f[1]), float(f[2])
+            if (level == 0 and files >= 4) or (level >= 1 and mb > 10.0**level):
+                return True
+        return False
 
     def putter(self, level):
         if not _is_sync(level):
@@ -494,6 +523,9 @@ class SqliteAdapter(Adapter):
         self._file = os.path.join(self.path, "bench.sqlite")
         self._main = _SqliteConn(self._file)
         self._handles: list[_SqliteConn] = []
+
+    def background_pending(self):
+        return False  # no background work: every write is done when it returns
 
     def close(self) -> None:
         for h in self._handles:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
+from itertools import chain, islice
 
 from benchmarks.measure import PROGRESS_CHUNK
 
@@ -72,27 +74,42 @@ def void_range(op, keys, lo, hi, rec, progress):
         i = j
 
 
+SCAN_CHUNK = 256
+"""Entries a scan takes per timed chunk (:func:`scan_range`)."""
+
+
 def scan_range(it, limit, rec, progress):
-    """Time each ``next(it)`` up to ``limit`` entries; return (entries, bytes)."""
-    pc, lat, ends, nxt = time.perf_counter_ns, rec.lat, rec.ends, it.__next__
+    """Drain ``it`` up to ``limit`` entries; return (entries, bytes).
+
+    Timed per chunk of ``SCAN_CHUNK`` entries, as db_bench times a scan:
+    the entries are counted one by one (ops = entries), and each entry of a
+    chunk is given the chunk's average latency and end time. The chunk is
+    taken by ``list(islice(it, SCAN_CHUNK))``, so the engine's iterator is
+    advanced from C with no Python frame or clock read per entry (timing
+    each ``next()`` cost ~0.45 us per entry, as much as some engines' scan
+    itself); the bytes are summed after the clock stops."""
+    pc, lat, ends = time.perf_counter_ns, rec.lat, rec.ends
     n = nbytes = 0
-    done = False
-    while n < limit and not done:
+    while n < limit:
         j = min(n + PROGRESS_CHUNK, limit)
         start = n
-        for idx in range(n, j):
+        while n < j:
+            size = min(SCAN_CHUNK, j - n)
             t0 = pc()
-            try:
-                k, v = nxt()
-            except StopIteration:
-                done = True
-                break
+            chunk = list(islice(it, size))
             t1 = pc()
-            lat[idx] = t1 - t0
-            ends[idx] = t1
-            nbytes += len(k) + len(v)
-            n = idx + 1
+            got = len(chunk)
+            if not got:
+                break
+            lat[n : n + got] = array("q", [(t1 - t0) // got]) * got
+            ends[n : n + got] = array("q", [t1]) * got
+            nbytes += sum(map(len, chain.from_iterable(chunk)))
+            n += got
+            if got < size:
+                break
         progress.update(n - start)
+        if n < j:
+            break
     return n, nbytes
 
 
