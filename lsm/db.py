@@ -1,4 +1,6 @@
-"""The DB object: write path, read path, snapshots, stats, close.
+"""The DB object: write path, read path. Its base class DBAdmin
+(lsm/db_admin.py) holds the snapshot registry, the durability API,
+maintenance, the operations wrappers, stats and close.
 
 Threads and locks (lock order, outermost first):
 
@@ -15,16 +17,14 @@ Reads take no lock: they read ``_last_seq`` and then ``_sv`` (a
 table readers, replaced as a whole), so a read sees every commit up to its
 sequence number.
 
-Background work (lsm/background.py) runs flushes and compactions in a
+Background work (lsm/background/) runs flushes and compactions in a
 worker process (default), a thread, or inline.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import operator
-import os
 import time
 from bisect import bisect_left as _bisect_left
 from collections.abc import Iterator
@@ -35,18 +35,24 @@ from crc32c import crc32c as _crc32c
 
 from lsm.background import ImmJob, SuperVersion
 from lsm.base.coding import ValueKind
-from lsm.base.errors import ClosedError, NeedsRecoveryError
 from lsm.base.rangedel import RangeDels, visible_fragments
 from lsm.batch import WriteBatch, as_bytes
+from lsm.db_admin import DBAdmin
 from lsm.iterators import Columns, chain_columns, clamp_range, visible_columns
 from lsm.memtable import ENTRY_OVERHEAD as _ENTRY_OVERHEAD
 from lsm.memtable import MemTable
-from lsm.ops.checkpoint import CheckpointInfo, checkpoint
-from lsm.ops.verify import VerifyReport, verify_db
 from lsm.options import Sync
-from lsm.snapshot import _MISSING, Snapshot
+from lsm.snapshot import _MISSING
+from lsm.wal.format import (
+    _MASK_DELTA,
+    _OP_HEADER_SIZE,
+    _ROTATE_MUL,
+    _SEQ_LIMIT,
+    _pack_tail_op,
+    _pack_u32,
+    encode_record,
+)
 from lsm.wal.format import encode_op_record as _encode_op_record
-from lsm.wal.format import encode_record
 
 _PUT = ValueKind.PUT
 _DELETE = ValueKind.DELETE
@@ -59,10 +65,14 @@ _WAL_BYTES_PER_MEM = (45, 16)
 assert _ENTRY_OVERHEAD == _WAL_BYTES_PER_MEM[1]
 _chain_rounds = itertools.chain.from_iterable  # a forward scan's rounds of pairs, flattened in C
 _first = operator.itemgetter(0)
+_join = b"".join
+# put's inlined encoder: the lengths encode_op_record accepts, and its constants.
+_MAX_OP_BYTES = 0xFFFFFFFF - _OP_HEADER_SIZE
+assert _OP_HEADER_SIZE == 9 and _ROTATE_MUL == 0x100000001 and _MASK_DELTA == 0xA282EAD8
 _second = operator.itemgetter(1)
 
 
-class DB:
+class DB(DBAdmin):
     """An open database. Create with :func:`lsm.open`. Thread-safe."""
 
     # Attributes are set by lsm.recovery.open_db.
@@ -101,7 +111,18 @@ class DB:
                 mem = self._mem
             wal = self._wal
             seq = self._last_seq + 1
-            wal.append_locked(_encode_op_record(seq, time.time_ns() // 1000, _PUT, key, value, wal.synced_offset), seq, 1, level)
+            # encode_op_record, inlined: one frame less, its lengths reused
+            # for the memtable (18,822 -> 18,195 instructions per put,
+            # tools/put_callgrind.py putb; same bytes: tests/test_put_path.py).
+            kl = len(key)
+            vl = len(value)
+            if seq >= _SEQ_LIMIT or kl + vl > _MAX_OP_BYTES:
+                _encode_op_record(seq, 0, _PUT, key, value, 0)  # raises its ValueError
+            rest = _join((_pack_tail_op(kl + vl + 9, seq, 1, time.time_ns() // 1000, wal.synced_offset, _PUT, kl, vl),
+                          key, value))
+            # The mask of lsm.wal.format (its _ROTATE_MUL and _MASK_DELTA, as constants).
+            wal.append_locked(_pack_u32(((_crc32c(rest) * 0x100000001 >> 15) + 0xA282EAD8) & 0xFFFFFFFF) + rest,
+                              seq, 1, level)
             # MemTable.add(seq, _PUT, key, value), inlined: keep in step with
             # it (tests/test_write_path.py compares the two).
             new = (seq, _PUT, value)
@@ -109,7 +130,7 @@ class DB:
             if prev is not new:
                 mem._push_older(key, prev)  # before the replace: a lock-free get never misses both
                 mem._latest[key] = new
-            mem.size += len(key) + len(value) + _ENTRY_OVERHEAD
+            mem.size += kl + vl + _ENTRY_OVERHEAD
             self._last_seq = seq
         finally:
             mu.release()
@@ -367,190 +388,21 @@ class DB:
         # chained in C (readseq, readreverse, seekrandom:
         # docs/benchmarks.md).
         csources: list[Iterator[Columns]] = []
+        clean: list[bool] = []  # per source: every entry a visible PUT of a key of its own
         for level, rs in tables:
             if level == 0:
                 csources += [r.iter_columns(lo, hi, reverse=reverse) for r in rs]
+                clean += [r.clean_seq <= snap for r in rs]
             elif len(rs) == 1:
                 csources.append(rs[0].iter_columns(lo, hi, reverse=reverse))
+                clean.append(rs[0].clean_seq <= snap)
             else:
                 csources.append(chain_columns(r.iter_columns(lo, hi, reverse=reverse)
                                               for r in (reversed(rs) if reverse else rs)))
+                clean.append(max(r.clean_seq for r in rs) <= snap)  # a level's tables share no key
         return _chain_rounds(visible_columns(csources, snap, rdels, self._check_usable,
-                                             [m.range_columns for m in (sv.mem, *sv.imms)], lo, hi, reverse))
-
-    def snapshot(self) -> Snapshot:
-        """A consistent read-only view as of now (release it with close() or
-        ``with``)."""
-        self._check_usable()
-        with self._snap_mu:
-            seq = self._last_seq
-            self._snapshots[seq] = self._snapshots.get(seq, 0) + 1
-        return Snapshot(self, seq)
-
-    def _release_snapshot(self, seq: int) -> None:
-        with self._snap_mu:
-            n = self._snapshots.get(seq, 0) - 1
-            if n <= 0:
-                self._snapshots.pop(seq, None)
-            else:
-                self._snapshots[seq] = n
-
-    def _snapshot_list(self) -> list[int]:
-        with self._snap_mu:
-            return sorted(self._snapshots)
-
-    # --------------------------------------------------------- durability api
-    @property
-    def sync(self) -> Sync:
-        """The default sync level of a commit."""
-        return self._sync
-
-    def set_sync(self, level: Sync | int | str) -> None:
-        """Change the default sync level at runtime (e.g. OFF for a bulk
-        load, then back to FULL and ``flush()``)."""
-        self._check_usable()
-        self._sync = Sync.coerce(level)
-
-    @property
-    def last_seq(self) -> int:
-        """Sequence number of the newest commit."""
-        return self._last_seq
-
-    @property
-    def durable_seq(self) -> int:
-        """The highest sequence number known to be on disk (WAL synced, or
-        flushed to SSTables)."""
-        return max(self._wal.durable_seq, self._bg.flushed_seq)
-
-    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
-        """Block until commit ``seq`` is durable (within about
-        ``sync_interval`` for commits made at OFF or NORMAL); False on
-        timeout."""
-        self._check_usable()
-        if seq <= self.durable_seq:
-            return True
-        return self._wal.wait_durable(seq, timeout)
-
-    def sync_wal(self) -> int:
-        """Make every commit so far durable now; return the durable seq."""
-        self._check_usable()
-        return self._wal.sync_all()
-
-    @property
-    def health(self) -> str:
-        """"ok", "fenced" (reopen to recover), "background_error" or "closed"."""
-        if self._closed:
-            return "closed"
-        if self._fenced is not None:
-            return "fenced"
-        if self._bg.error is not None:
-            return "background_error"
-        return "ok"
-
-    # -------------------------------------------------------------- maintenance
-    def flush(self) -> None:
-        """Write the memtable to an SSTable now; return once it is durable
-        and recorded in the manifest (and its WAL segments deleted)."""
-        self._check_usable()
-        with self._write_mu:
-            self._check_usable()
-            if not self._mem.is_empty():
-                self._switch_memtable_locked()
-            target = self._last_seq
-        self._bg.wait_flushed(target)
-
-    def compact_range(self, start: bytes | None = None, stop: bytes | None = None) -> None:
-        """Flush, then compact the keys in [start, stop] (None: unbounded)
-        down the levels; return when done."""
-        start = None if start is None else as_bytes(start, "start")
-        stop = None if stop is None else as_bytes(stop, "stop")
-        self.flush()
-        self._bg.compact_range(start, stop)
-
-    # ------------------------------------------- operations (lsm/ops/, docs/operations.md)
-    def checkpoint(self, dest_dir: str | os.PathLike[str]) -> CheckpointInfo:
-        """Write a consistent, openable copy of the database into
-        ``dest_dir`` (new, or an empty directory; outside this database's
-        directories) while writes go on: tables hard-linked where the
-        filesystem allows (copied otherwise), a fresh manifest, and the WAL
-        tail, all fsynced before it returns. The copy holds exactly the
-        commits up to ``.seq`` (a prefix of the commit order, including
-        every commit acknowledged before the call); its WAL lives in
-        ``dest_dir`` itself; the WAL archive is not copied. Raises
-        TargetNotEmptyError for a bad destination. See lsm/ops/checkpoint.py."""
-        return checkpoint(self, dest_dir)
-
-    def verify(self) -> VerifyReport:
-        """Read every block of every live table, every live WAL segment and
-        the manifest; check every checksum and the manifest's claims (file
-        sizes, key and sequence ranges, level invariants). Returns a report
-        (``.ok``, ``.problems`` naming each damaged file); damage never
-        raises, and nothing is changed. See lsm/ops/verify.py."""
-        return verify_db(self)
-
-    @contextlib.contextmanager
-    def bulk_load(self) -> Iterator[DB]:
-        """``with db.bulk_load(): ...``: the default sync level is OFF in the
-        block (for every thread that writes without an explicit ``sync=``).
-        On exit, normal or by an exception, the previous default comes back
-        and the database is flushed, so everything written in the block is
-        durable; an exception from the block is then re-raised (a failure of
-        that flush is attached to it as a note: the database fences on such
-        a failure). Not nested across threads: the level restored is the one
-        seen on entry."""
-        self._check_usable()
-        prev = self._sync
-        self._sync = Sync.OFF
-        try:
-            yield self
-        except BaseException as e:
-            self._sync = prev
-            if self._blocked is None:
-                try:
-                    self.flush()
-                except Exception as flush_err:  # noqa: BLE001 - the block's error is the one to raise
-                    add_note = getattr(e, "add_note", None)  # Python >= 3.11
-                    if add_note is not None:
-                        add_note(f"bulk_load: the flush on exit failed too: {flush_err!r}")
-            raise
-        self._sync = prev
-        self.flush()
-
-    # ------------------------------------------------- bulk ingestion (lsm/ingest/)
-    def ingest(self, items: Any, *, sorted: bool = False, memory_budget: int | None = None) -> int:
-        """Add many ``(key, value)`` pairs at once (a mapping's items too),
-        the fastest way in: SSTables are built directly and added with one
-        version edit, bypassing the WAL and the memtable. Atomic, also
-        across a crash; the data takes one fresh sequence number, returned
-        (``last_seq`` unchanged for empty input): it shadows every earlier
-        value of its keys, later writes shadow it, and snapshots taken
-        before do not see it. Durable when it returns. A key given twice:
-        the last pair wins.
-
-        Unsorted input is sorted in about ``memory_budget`` bytes of memory
-        (default 64 MiB): sorted runs are spilled to temporary files in the
-        database directory and merged. ``sorted=True`` skips that and checks
-        the order instead (ValueError naming the positions and keys of the
-        first pair out of order). Wrong types raise TypeError naming the
-        position; the database is then unchanged. Commits wait while the
-        new tables are installed (a manifest sync; a whole rewrite of them
-        when other commits arrived meanwhile). See lsm/ingest/job.py."""
-        from lsm.ingest.job import ingest_items
-
-        return ingest_items(self, items, presorted=sorted, memory_budget=memory_budget)
-
-    def ingest_files(self, paths: Any, *, move: bool = False) -> int:
-        """Add SSTables built by ``lsm.TableWriter`` (a list of paths; their
-        key ranges must be disjoint), atomically. Each file is checked
-        whole first (checksums, order). When no key of the database and no
-        live snapshot falls in their ranges they are added as they are,
-        copied (``move=True``: hard-linked, and the sources removed) into
-        the database directory; otherwise their entries are ingested as by
-        :meth:`ingest`, with a fresh sequence number. Returns the sequence
-        number from which reads see them."""
-        from lsm.ingest.job import ingest_tables
-
-        return ingest_tables(self, paths, move=move)
+                                             [m.range_columns for m in (sv.mem, *sv.imms)], lo, hi, reverse,
+                                             clean))
 
     # ---------------------------------------------------------- write internals
     def _make_room_locked(self) -> None:
@@ -710,165 +562,12 @@ class DB:
             counts[1] += dt
 
     # ----------------------------------------------------------------- state
-    def _on_fence(self, err: BaseException) -> None:
-        """Enter the needs-recovery state (called by the WAL writer and by
-        background work on an I/O failure)."""
-        if self._fenced is None:
-            self._fenced = err
-            self._blocked = NeedsRecoveryError(
-                f"the database fenced itself after an I/O failure ({err!r}); close and reopen it to recover",
-                err,
-            )
-            self._info_log.fenced(err)
-            self._bg.write_fence_marker(err)
-        # The caller may hold the write lock (a failed WAL append): wake
-        # stalled writers only if the lock is free; they also poll _blocked
-        # every 0.1 s, so a skipped wake-up costs at most that.
-        if self._write_mu.acquire(blocking=False):
-            try:
-                self._write_cv.notify_all()
-            finally:
-                self._write_mu.release()
-
-    def _sync_dirs_extra(self) -> bool:
-        """EXTRA: also sync directories after deleting files."""
-        return self._sync >= Sync.EXTRA
-
     def _raise_blocked(self) -> None:
         raise self._blocked  # type: ignore[misc]
 
     def _check_usable(self) -> None:
         if self._blocked is not None:
             self._raise_blocked()
-
-    # ----------------------------------------------------------------- stats
-    def stats(self) -> dict[str, Any]:
-        """Figures about the database (see docs/architecture.md#stats)."""
-        wal = self._wal
-        sv = self._sv
-        bg = self._bg
-        levels = []
-        for lv, files in enumerate(sv.version.levels):
-            levels.append({
-                "level": lv,
-                "files": len(files),
-                "bytes": sum(f.file_size for f in files),
-                "target_bytes": 0 if lv == 0 else self._opts.max_bytes_for_level(lv),
-                "read_bytes": bg.level_io[lv][0] if lv < len(bg.level_io) else 0,
-                "write_bytes": bg.level_io[lv][1] if lv < len(bg.level_io) else 0,
-            })
-        cache = self._cache
-        bloom_checked = bloom_useful = 0
-        for r in list(sv.readers.values()):
-            bloom_checked += r.bloom_checked
-            bloom_useful += r.bloom_useful
-        bloom_checked += bg.retired_bloom[0]
-        bloom_useful += bg.retired_bloom[1]
-        sst_bytes_written = bg.sst_bytes_written
-        wal_files_live, wal_bytes_live, _flushing = bg.wal_live(list(self._mem_wal_paths), wal.segment_path,
-                                                                wal.segment_bytes)
-        with self._write_mu:  # the live memtable and the retired counts of one moment (_retire_counts_locked)
-            mem = self._mem
-            n = mem.count
-            keys_written = self._keys_written + n
-            user = self._user_bytes + mem.size - _ENTRY_OVERHEAD * n
-        live_sst = sum(lv["bytes"] for lv in levels)
-        last_level_bytes = next((lv["bytes"] for lv in reversed(levels) if lv["bytes"]), 0)
-        unsynced = wal.written_seq > wal.durable_seq
-        return {
-            "health": self.health,
-            "last_seq": self._last_seq,
-            "durable_seq": self.durable_seq,
-            "keys_written": keys_written,
-            "user_bytes_written": user,
-            "wal_bytes_written": wal.bytes_written,
-            "sst_bytes_written": sst_bytes_written,
-            "flush_bytes_written": bg.flush_bytes_written,
-            "compaction_bytes_written": bg.compaction_bytes_written,
-            "compaction_bytes_read": bg.compaction_bytes_read,
-            "write_amplification": (wal.bytes_written + sst_bytes_written) / user if user else 0.0,
-            "levels": levels,
-            "sst_files": sum(lv["files"] for lv in levels),
-            "sst_bytes": live_sst,
-            "memtable_bytes": sv.mem.size,
-            "memtable_entries": sv.mem.count,
-            "immutable_memtables": len(sv.imms),
-            "flush_count": bg.flush_count,
-            "flush_seconds": bg.flush_seconds,
-            "compaction_count": bg.compaction_count,
-            "compaction_seconds": bg.compaction_seconds,
-            "stall_seconds": self._stall_seconds,
-            "stall_count": self._stalls,
-            "stall_max_seconds": bg.stall_max_seconds,
-            "write_pacing": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in bg.paced.items()},
-            "background_cpu_seconds": dict(bg.cpu_seconds),
-            "flushes_running": bg.flushes_running,
-            "compactions_running": bg.compactions_running,
-            "compaction_pending": bg.compaction_pending(sv.version),
-            "stalls": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in self._stall_causes.items()},
-            "space_amplification": live_sst / last_level_bytes if last_level_bytes else 0.0,
-            "wal_files_live": wal_files_live,
-            "wal_bytes_live": wal_bytes_live,
-            "wal_files_archived": bg.wal_files_archived,
-            "wal_bytes_archived": bg.wal_bytes_archived,
-            "wal_files_deleted": bg.wal_files_deleted,
-            "wal_files_pruned": bg.wal_files_pruned,
-            "wal_segments_created": wal.segments_created,
-            "wal_syncs": wal.syncs,
-            "wal_sync_seconds": wal.sync_seconds,
-            "wal_sync_latency": wal.sync_latency(),
-            "wal_unsynced_bytes": wal.bytes_written - wal.synced_bytes if unsynced else 0,
-            "wal_unsynced_age_seconds": time.monotonic() - wal.unsynced_since if unsynced else 0.0,
-            "wal_dir_syncs": wal.dir_syncs,
-            "wal_groups": wal.groups,
-            "wal_synced_commits": wal.synced_commits,
-            "wal_linger_seconds": wal.linger_seconds,
-            "group_commit_histogram": dict(zip([str(b) for b in (1, 2, 4, 8, 16, 32, 64, 128)] + ["more"],
-                                               wal.group_hist)),
-            "block_cache_hits": cache.hits if cache is not None else 0,
-            "block_cache_misses": cache.misses if cache is not None else 0,
-            "bloom_checked": bloom_checked,
-            "bloom_useful": bloom_useful,
-            "snapshots": len(self._snapshots),
-            "background_error": repr(bg.error) if bg.error is not None else None,
-            "fenced": repr(self._fenced) if self._fenced is not None else None,
-            "info_log_errors": self._info_log.errors,
-        }
-
-    # ----------------------------------------------------------------- close
-    def close(self) -> None:
-        """Flush nothing, sync the WAL, stop background work and release the
-        lock. Idempotent. Later calls raise ClosedError. Raises
-        NeedsRecoveryError (after releasing everything) when the final WAL
-        sync fails: commits made below FULL may then not be durable."""
-        if self._closed:
-            return
-        with self._write_mu:
-            if self._closed:
-                return
-            self._closed = True
-            if self._blocked is None:
-                self._blocked = ClosedError(f"database {self.path} is closed")
-        self._bg.stop()
-        try:
-            self._wal.close(sync=self._fenced is None)
-        finally:
-            self._bg.close_readers()
-            self._info_log.info("close: last seq %d, durable seq %d", self._last_seq, self.durable_seq)
-            self._info_log.close()
-            self._lock.release()
-
-    def _simulate_crash(self) -> None:
-        """Tests: stop as a killed process would: no sync, no flush; the
-        lock is released so the directory can be reopened."""
-        with self._write_mu:
-            self._closed = True
-            self._blocked = ClosedError(f"database {self.path} crashed (simulated)")
-        self._bg.stop()
-        self._wal.close(sync=False)
-        self._bg.close_readers()
-        self._info_log.close()
-        self._lock.release()
 
     def __enter__(self) -> DB:
         return self

@@ -209,12 +209,26 @@ class Options:
     block_cache_size: int = 32 * MiB
     """Bytes of decoded blocks kept in memory (LRU)."""
 
+    mmap_reads: bool = True
+    """Read SSTable data blocks through a read-only memory map of each table
+    (``FileSystem.open_read_mapped``) instead of one ``pread`` per block: a
+    block missing the cache costs ~0.3 us to read instead of ~2.2 us
+    (docs/benchmarks.md, "Point reads"). The trade-off: a disk error while
+    reading a mapped page is a SIGBUS (the process dies) instead of an
+    ``OSError``; set False on hardware you do not trust. Layers that hook
+    reads (CrashFS, fault injectors) always read through their hooks."""
+
     bloom_bits_per_key: int = 10
     """Bloom filter bits per key (10: about 1% false positives). 0 disables
     the filter."""
 
-    compression: str = "zstd"
-    """Data block compression: ``zstd`` or ``none``."""
+    compression: str = "lz4"
+    """Data block compression: ``lz4``, ``zstd`` or ``none`` (each block
+    says which it uses: tables of any of them open whatever this says).
+    ``lz4``: a cold block costs a point read ~1.6 us to decompress against
+    zstd's ~4.2 us, for tables ~10% larger (docs/benchmarks.md, "Point
+    reads"); ``zstd``: smaller tables (with ``compression_level``);
+    ``none``: ~1.95x larger tables."""
 
     compression_level: int = 1
     """zstd level (1 is fast and already halves typical values)."""
@@ -245,7 +259,7 @@ class Options:
     slot is taken: at the rate flushes drain (one memtable per recent flush
     duration; this option before the first flush is timed), so that a
     writer seldom meets a full memtable and a hard stall
-    (``Background.delayed_write_rate`` in lsm/background.py). 8 MiB/s is
+    (``Background.delayed_write_rate`` in lsm/background/). 8 MiB/s is
     about the rate of one unsynced Python writer, so the first file past the trigger barely slows it and
     the eighth (``l0_stop_trigger`` by default) brings it to 32 KiB/s.
     Replaced a fixed 1 ms sleep per write past the trigger, a cliff (to
@@ -339,7 +353,7 @@ class Options:
         if self.info_log_level not in infolog.LEVELS:
             raise ValueError(f"info_log_level: expected one of {tuple(infolog.LEVELS)}, got {self.info_log_level!r}")
         _int_range(self, "info_log_max_size", 4096, 1 << 40)
-        for name in ("create_if_missing", "error_if_exists", "paranoid_checks", "info_log", "wal_preallocate"):
+        for name in ("create_if_missing", "error_if_exists", "paranoid_checks", "info_log", "wal_preallocate", "mmap_reads"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.fs, FileSystem):

@@ -17,6 +17,7 @@ from lsm.base.crashfs import CrashFS
 from lsm.base.errors import ClosedError
 from lsm.batch import OP_HEADER, WriteBatch, decode_body
 from lsm.memtable import MemTable
+from tests.memtable_model import add_one_at_a_time, assert_same_memtable
 
 PUT, DELETE, RANGE_DELETE = ValueKind.PUT, ValueKind.DELETE, ValueKind.RANGE_DELETE
 
@@ -100,18 +101,8 @@ def test_random_batches_encode_and_apply_like_op_by_op():
             c.add(i, kind, k, v)
         seq = len(pre) + 1
         a.add_batch(seq, *b.columns(), nbytes)
-        for kind, k, v in ops:
-            if kind == RANGE_DELETE:
-                c.add_range_del(seq, k, v)
-            else:
-                c.add(seq, kind, k, v)
-            seq += 1
-        a.check()
-        assert list(a.iter_entries()) == list(c.iter_entries())
-        assert (a.size, a.count, len(a), a.range_del_list()) == (c.size, c.count, len(c), c.range_del_list())
-        for k in {k for _kind, k, _v in ops + pre}:
-            for snap in range(0, seq + 1, 5):
-                assert a.get(k, snap) == c.get(k, snap)
+        seq = add_one_at_a_time(c, seq, ops)
+        assert_same_memtable(a, c, {k for _kind, k, _v in ops + pre}, range(0, seq + 1, 5))
 
 
 def test_fresh_batch_takes_the_bulk_path_and_duplicates_do_not():

@@ -81,9 +81,9 @@ def test_direct_write_loops_over_a_short_write(tmp_path, monkeypatch):
 def test_direct_write_with_no_progress_after_a_short_one_is_eio(tmp_path, monkeypatch):
     fs = FileSystem()
     path = str(tmp_path / "f")
-    f = fs.create(path)
     real = os.write
     monkeypatch.setattr(fsmod, "_os_write", lambda fd, data: real(fd, memoryview(data)[:4]))
+    f = fs.create(path)  # (binds raw_write to the patched os.write)
     monkeypatch.setattr(FileSystem, "_write_some", lambda self, f, data: 0)  # the rest makes no progress
     with pytest.raises(OSError) as ei:
         f.write(b"0123456789")
@@ -145,3 +145,49 @@ def test_write_zeros_in_crashfs_is_one_write():
     f.close()
     assert fs.read_file("/f") == b"synced" + bytes(5 * ZERO_CHUNK + 3)
     assert fs.power_cut(mode="drop").read_file("/f") == b"synced"
+
+
+# ------------------------------------------------------------ raw_write
+def test_raw_write_is_the_direct_files_bound_write_and_dies_with_the_file(tmp_path):
+    """``WritableFile.raw_write``: os.write bound to the descriptor for a
+    direct file (what ``write`` itself calls), None for every other file
+    (CrashFS, overridden or patched hooks: they must see every write), and
+    None once the file is closed (the descriptor number may be reused)."""
+    path = str(tmp_path / "f")
+    f = FileSystem().create(path)
+    assert f.raw_write is not None and f.raw_write.args == (f.fd,)
+    assert f.raw_write(b"ab") == 2
+    f.size += 2
+    f.write(b"cd")
+    f.close()
+    assert f.raw_write is None
+    assert FileSystem().read_file(path) == b"abcd"
+    assert _OnlyCreate().create(path).raw_write is not None
+    assert _Overrides().create(path).raw_write is None
+    assert CrashFS().create("/f").raw_write is None
+    patched = FileSystem()
+    patched._write_some = lambda f, data: 0
+    assert patched.create(path).raw_write is None
+
+
+def test_write_rest_completes_a_short_raw_write(tmp_path, monkeypatch):
+    """The WAL's put path: ``raw_write``, count it, ``write_rest`` when
+    short; the file is byte-identical to one full write, and a rest that
+    makes no progress is EIO with the prefix counted."""
+    fs = FileSystem()
+    path = str(tmp_path / "f")
+    f = fs.create(path)
+    data = bytes(range(50))
+    n = f.raw_write(data[:7])  # a short write of data, as the kernel may make
+    f.size += n
+    f.write_rest(data, n)
+    assert f.size == 50
+    f.close()
+    assert fs.read_file(path) == data
+    g = fs.create(path)
+    g.size += g.raw_write(data[:3])
+    monkeypatch.setattr(FileSystem, "_write_some", lambda self, f, data: 0)
+    with pytest.raises(OSError) as ei:
+        g.write_rest(data, 3)
+    assert ei.value.errno == errno.EIO and g.size == 3
+    g.close()

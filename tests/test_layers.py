@@ -23,6 +23,7 @@ LAYERS = {
     "lsm.background": 5,
     "lsm.ingest": 5,
     "lsm.ops": 5,
+    "lsm.db_admin": 5.5,  # DB's base class (snapshots, durability API, maintenance, ops wrappers, close)
     "lsm.db": 6,
     "lsm.recovery": 7,
     "lsm.restore": 7,

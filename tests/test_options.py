@@ -21,7 +21,7 @@ def test_defaults_validate():
         ("num_levels", 1),
         ("sync_interval", 0),
         ("wal_segment_size", 10),
-        ("compression", "lz4"),
+        ("compression", "snappy"),
         ("wal_recovery", "whatever"),
         ("background", "gpu"),
         ("wal_retention_segments", -1),
@@ -41,6 +41,8 @@ def test_wrong_types():
         Options.from_kwargs(memtable_size="big")
     with pytest.raises(TypeError, match="memtable_size"):
         Options.from_kwargs(memtable_size=True)
+    with pytest.raises(TypeError, match="mmap_reads"):
+        Options.from_kwargs(mmap_reads=1)
 
 
 def test_wal_retention_and_limit_options():

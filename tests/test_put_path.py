@@ -9,7 +9,7 @@ stay what it replaces.
   crc32c of its bytes.
 * The write lock is taken with acquire/release instead of ``with``: it is
   released when a put, a delete or a batch fails inside it.
-* The WAL record goes out through ``FileSystem.raw_write`` (os.write bound
+* The WAL record goes out through ``WritableFile.raw_write`` (os.write bound
   to the live segment's descriptor) only on the plain filesystem; it
   follows the live segment, is dropped at close, and a short write still
   leaves whole records.
@@ -149,7 +149,7 @@ def test_write_lock_released_when_the_commit_fails(op) -> None:
 
 
 def test_raw_write_only_for_the_plain_filesystem(tmp_path) -> None:
-    """FileSystem.raw_write hands out os.write bound to the descriptor only
+    """WritableFile.raw_write is os.write bound to the descriptor only
     when no write hook is overridden: CrashFS and fault injectors must see
     every write."""
     from lsm.base.fs import FileSystem
@@ -161,7 +161,7 @@ def test_raw_write_only_for_the_plain_filesystem(tmp_path) -> None:
     plain = FileSystem()
     f = plain.create(str(tmp_path / "a"))
     try:
-        raw = plain.raw_write(f)
+        raw = f.raw_write
         assert raw is not None
         assert raw(b"abc") == 3
         assert plain.read_file(str(tmp_path / "a")) == b"abc"
@@ -169,28 +169,33 @@ def test_raw_write_only_for_the_plain_filesystem(tmp_path) -> None:
         f.close()
     g = Counting().create(str(tmp_path / "b"))
     try:
-        assert Counting().raw_write(g) is None
+        assert g.raw_write is None
     finally:
         g.close()
     fs = CrashFS()
     fs.makedirs("/d")
     h = fs.create("/d/c")
-    assert fs.raw_write(h) is None
+    assert h.raw_write is None
 
 
 def test_wal_raw_write_follows_the_live_segment(tmp_path) -> None:
-    """The bound write is swapped with the live segment at rotation and
-    dropped at close (its descriptor number may be reused)."""
+    """The bound write is the live segment's at every put (rotation swaps
+    the file), and dropped when the file closes (its descriptor number may
+    be reused)."""
     db = lsm.open(str(tmp_path / "db"), background="inline", sync=lsm.Sync.OFF, wal_segment_size=4096,
                   wal_preallocate=False)
     wal = db._wal
+    files = []
     for i in range(200):
         db.put(b"k%05d" % i, b"v" * 60)
-        assert wal._raw_write is not None and wal._raw_write.args == (wal._file.fd,)
+        assert wal._file.raw_write is not None and wal._file.raw_write.args == (wal._file.fd,)
         assert wal.segment_bytes <= 4096 + 200  # rotated once past the segment size: over by one record at most
-    assert wal.segments_created > 3
+        if not files or files[-1] is not wal._file:
+            files.append(wal._file)
+    assert wal.segments_created > 3 and len(files) == wal.segments_created
+    assert all(f.raw_write is None for f in files[:-1])  # sealed and closed
     db.close()
-    assert wal._raw_write is None
+    assert files[-1].raw_write is None
 
 
 def test_wal_short_raw_write_completes_the_record(tmp_path) -> None:
@@ -200,7 +205,8 @@ def test_wal_short_raw_write_completes_the_record(tmp_path) -> None:
     path = str(tmp_path / "db")
     db = lsm.open(path, background="inline", sync=lsm.Sync.OFF, wal_preallocate=False)
     wal = db._wal
-    raw = wal._raw_write
+    f = wal._file
+    raw = f.raw_write
     cuts = []
 
     def short(data):
@@ -208,17 +214,17 @@ def test_wal_short_raw_write_completes_the_record(tmp_path) -> None:
         cuts.append(cut)
         return raw(data[:cut])
 
-    wal._raw_write = short
+    f.raw_write = short
     model = {}
     for i in range(300):
         k, v = rng.randbytes(rng.randrange(1, 20)), rng.randbytes(rng.randrange(0, 150))
         db.put(k, v)
         model[k] = v
-        wal._raw_write = short  # (a rotation would swap it back; none here)
+        assert wal._file is f  # (a rotation would start a new file; none here)
     assert len(cuts) == 300
     size = wal._file.size
     assert size == db._fs.file_size(wal.segment_path)
-    db._wal._raw_write = raw
+    f.raw_write = raw
     db.close()
     db = lsm.open(path, background="inline")
     try:
@@ -340,3 +346,72 @@ def test_frozen_entries_pickle_without_memo() -> None:
     assert back.columns() == fe.columns()
     empty = pickle.loads(pickle.dumps(MemTable().frozen(), protocol=pickle.HIGHEST_PROTOCOL))
     assert list(empty) == [] and len(empty) == 0
+
+
+# ---- session 6: the record encoder inlined into DB.put
+
+
+def test_put_writes_the_encoders_bytes(tmp_path, monkeypatch) -> None:
+    """DB.put encodes its WAL record itself (encode_op_record inlined): the
+    segment holds, record for record, what encode_op_record makes of the
+    same seq, clock, key, value and synced field, and the memtable is
+    charged as MemTable.add charges. Keys and values of every size class,
+    empty values and non-bytes input included; all replay after reopen."""
+    import types
+
+    import lsm.db
+
+    rng = _rng("put_bytes")
+    clock = [1_700_000_000_123_456_789]
+    monkeypatch.setattr(lsm.db, "time", types.SimpleNamespace(time_ns=lambda: clock[0], perf_counter=lsm.db.time.perf_counter,
+                                                              sleep=lsm.db.time.sleep))
+    path = str(tmp_path / "db")
+    db = lsm.open(path, background="inline", sync=lsm.Sync.OFF, wal_preallocate=False, memtable_size=1 << 30)
+    wal = db._wal
+    start = wal.segment_bytes
+    expected, model = [], {}
+    size0 = db._mem.size
+    for i in range(400):
+        key = rng.randbytes(rng.choice((1, 16, rng.randrange(1, 300))))
+        value = rng.randbytes(rng.choice((0, 100, rng.randrange(0, 5000))))
+        clock[0] += rng.randrange(0, 10**9)
+        arg_k = bytearray(key) if i % 7 == 0 else key
+        arg_v = memoryview(value) if i % 11 == 0 else value
+        seq = db.put(arg_k, arg_v)
+        expected.append((seq, clock[0] // 1000, key, value))
+        model[key] = value
+    assert db._mem.size - size0 == sum(len(k) + len(v) + 16 for _, _, k, v in expected)
+    data = db._fs.read_file(wal.segment_path)[start : wal.segment_bytes]
+    off = 0
+    for seq, ts, key, value in expected:
+        synced = wf.RECORD_HEADER.unpack_from(data, off)[5]
+        assert 0 <= synced <= start + off
+        rec = wf.encode_op_record(seq, ts, ValueKind.PUT, key, value, synced)
+        assert data[off : off + len(rec)] == rec, seq
+        off += len(rec)
+    assert off == len(data)
+    db.close()
+    db = lsm.open(path, background="inline")
+    try:
+        assert {k: db.get(k) for k in model} == model
+    finally:
+        db.close()
+
+
+def test_put_refuses_a_sequence_number_past_max_seq(tmp_path) -> None:
+    """The inlined encoder keeps encode_op_record's check: a put whose seq
+    would pass MAX_SEQ raises its ValueError, writes nothing, leaves the
+    memtable and last_seq as they were and releases the write lock."""
+    db = lsm.open(str(tmp_path / "db"), background="inline", sync=lsm.Sync.OFF, wal_preallocate=False)
+    try:
+        db.put(b"a", b"1")
+        db._last_seq = MAX_SEQ
+        wal = db._wal
+        before = (wal.segment_bytes, db._mem.size, dict(db._mem._latest))
+        with pytest.raises(ValueError, match="bad sequence number"):
+            db.put(b"b", b"2")
+        assert (wal.segment_bytes, db._mem.size, dict(db._mem._latest)) == before
+        assert db._last_seq == MAX_SEQ and _lock_is_free(db)
+    finally:
+        db._last_seq = 1
+        db.close()

@@ -102,6 +102,8 @@ CONFIGS = [
     {"block_size": 256, "compression": compression.NONE, "bloom_bits_per_key": 0},
     {"block_size": 4096, "compression": compression.ZSTD, "bloom_bits_per_key": 10},
     {"block_size": 4096, "compression": compression.NONE, "bloom_bits_per_key": 3},
+    {"block_size": 64, "compression": compression.LZ4, "bloom_bits_per_key": 10},
+    {"block_size": 4096, "compression": compression.LZ4, "bloom_bits_per_key": 10},
 ]
 
 
@@ -407,7 +409,7 @@ def _outcome(path: str, entries: list[Entry]) -> str:
         r.close()
 
 
-@pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD])
+@pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD, compression.LZ4])
 def test_flip_every_byte_of_meta_and_edge_blocks(tmp_path, comp):
     path, pristine, entries = _small_table(tmp_path, comp)
     regions = _regions(pristine)
@@ -521,7 +523,7 @@ def _tables(draw):
             entries.append((k, pack_trailer(seq, kind), draw(st.binary(max_size=30)) if kind == PUT else b""))
     cfg = {
         "block_size": draw(st.sampled_from([1, 2, 16, 64, 4096])),
-        "compression": draw(st.sampled_from([compression.NONE, compression.ZSTD])),
+        "compression": draw(st.sampled_from([compression.NONE, compression.ZSTD, compression.LZ4])),
         "bloom_bits_per_key": draw(st.sampled_from([0, 1, 10])),
     }
     return entries, cfg

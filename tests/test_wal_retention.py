@@ -11,6 +11,7 @@ import pytest
 
 import lsm
 import lsm.background
+import lsm.background.wal_lifecycle
 from lsm.background import ArchivedSegment, archive_victims
 from lsm.base import filenames
 from lsm.base.coding import ValueKind
@@ -21,7 +22,7 @@ from tests.conftest import TINY
 
 
 class Clock:
-    """An injected wall clock (lsm.background.wall_clock)."""
+    """An injected wall clock (lsm.background.wal_lifecycle.wall_clock)."""
 
     def __init__(self, t: float = 1_700_000_000.0):
         self.t = t
@@ -33,7 +34,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     c = Clock()
-    monkeypatch.setattr(lsm.background, "wall_clock", c)
+    monkeypatch.setattr(lsm.background.wal_lifecycle, "wall_clock", c)
     return c
 
 

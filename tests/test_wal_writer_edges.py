@@ -316,10 +316,10 @@ def test_leader_fenced_while_lingering_does_not_acknowledge():
     _group_of_three(log)
 
     def fence_now():
-        w.fenced = OSError(errno.EIO, "another commit's write failed")  # as _fence does, under _cv (held here)
+        w.fenced = OSError(errno.EIO, "another commit's write failed")  # as _fence does (under _cv, which the lingering leader has let go)
         return True
 
-    w._lead_cv = LingerSpy(w._lead_cv, on_wait=fence_now)
+    w._linger_wait = LingerSpy(on_wait=fence_now)
     a = log.append(FULL)
     with pytest.raises(NeedsRecoveryError):
         w.commit_wait(a, FULL)

@@ -417,26 +417,24 @@ def test_close_survives_a_failing_file_close():
 
 
 class LingerSpy:
-    """Wraps ``_lead_cv`` (where a lingering leader waits): sets
-    ``lingering`` when the leader waits, then runs ``on_wait()`` and, unless
-    that returns True (return at once: the linger time ran out), waits
-    WITHOUT a timeout, so only an append's notify ends the linger."""
+    """Stands in for ``WalWriter._linger_wait`` (where a lingering leader
+    waits for the append that fills its group to release its wake lock;
+    install as ``w._linger_wait = LingerSpy()``): sets ``lingering`` when
+    the leader waits, then runs ``on_wait()`` and, unless that returns True
+    (return at once: the linger time ran out), waits WITHOUT a timeout, so
+    only an append's release ends the linger."""
 
-    def __init__(self, cv: threading.Condition, on_wait=None):
-        self._cv = cv
+    def __init__(self, on_wait=None):
         self.on_wait = on_wait
         self.lingering = threading.Event()
         self.waits = 0
 
-    def wait(self, timeout=None):
+    def __call__(self, wake: threading.Lock, timeout: float) -> bool:
         self.waits += 1
         self.lingering.set()
         if self.on_wait is not None and self.on_wait():
             return False
-        return self._cv.wait()
-
-    def __getattr__(self, name):
-        return getattr(self._cv, name)
+        return wake.acquire()
 
 
 def _group_of_three(log: Log) -> None:
@@ -457,7 +455,7 @@ def test_lingering_leader_is_woken_when_its_group_is_full():
     w = log.w
     _group_of_three(log)
     syncs, writes = w.syncs, fs.counts["write"]
-    w._lead_cv = spy = LingerSpy(w._lead_cv)
+    w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
     leader = Run(lambda: w.commit_wait(a, FULL), "leader")
     leader.start()
@@ -480,7 +478,7 @@ def test_lingering_leader_syncs_alone_when_its_time_runs_out():
     log = Log(fs)
     w = log.w
     _group_of_three(log)
-    w._lead_cv = spy = LingerSpy(w._lead_cv, on_wait=lambda: True)
+    w._linger_wait = spy = LingerSpy(on_wait=lambda: True)
     leader = Run(lambda: log.commit(FULL), "leader")
     leader.start()
     a = leader.finish().result  # a linger that ignored its deadline would spin: finish() fails

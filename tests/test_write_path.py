@@ -26,6 +26,7 @@ from lsm.batch import OP_HEADER, WriteBatch, decode_body
 from lsm.memtable import ENTRY_OVERHEAD, ENTRY_PY_OVERHEAD, MemTable
 from lsm.sstable import TableWriter
 from lsm.wal.format import encode_op_record, encode_record
+from tests.memtable_model import add_one_at_a_time, assert_same_memtable
 
 PUT, DELETE, RANGE_DELETE = ValueKind.PUT, ValueKind.DELETE, ValueKind.RANGE_DELETE
 
@@ -101,10 +102,6 @@ def test_batch_body_is_the_op_by_op_encoding():
 
 
 # ---------------------------------------------------------------- memtable
-def _state(m: MemTable) -> tuple:
-    return list(m.iter_entries()), m.size, m.count, len(m), m.range_del_list()
-
-
 def test_add_ops_bulk_path_equals_add_one_by_one():
     rng = random.Random(_seed())
     for _ in range(100):
@@ -123,17 +120,8 @@ def test_add_ops_bulk_path_equals_add_one_by_one():
                     ops.append((RANGE_DELETE, k, k + b"\xff"))
             nbytes = sum(len(k) + len(v) for _kind, k, v in ops)
             a.add_ops(seq, ops, nbytes)
-            for kind, k, v in ops:
-                if kind == RANGE_DELETE:
-                    b.add_range_del(seq, k, v)
-                else:
-                    b.add(seq, kind, k, v)
-                seq += 1
-            a.check()
-            assert _state(a) == _state(b)
-            for k in [b"%d" % i for i in range(60)]:
-                for snap in (0, seq // 2, seq):
-                    assert a.get(k, snap) == b.get(k, snap)
+            seq = add_one_at_a_time(b, seq, ops)
+            assert_same_memtable(a, b, [b"%d" % i for i in range(60)], (0, seq // 2, seq))
 
 
 def test_add_ops_fresh_keys_take_the_bulk_path():
@@ -166,6 +154,47 @@ def test_frozen_entries_iterate_in_internal_order_and_pickle():
     keys, trailers, values = single.frozen().columns()  # type: ignore[misc]
     assert list(zip(keys, trailers, values)) == list(single.iter_entries())
     assert MemTable().frozen().columns() == ([], [], [])
+
+
+def _roundtrip(m: MemTable):
+    return pickle.loads(pickle.dumps(m.frozen(), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_frozen_entries_pickle_as_columns_when_every_key_has_one_version():
+    # The columnar hand-off to the flush worker: keys and values lists, the
+    # seqs as one int when consecutive (else an array), the kinds; the
+    # worker sorts them by key. Every shape must arrive as the memtable's
+    # entries in internal order.
+    rng = random.Random(_seed())
+    for trial in range(60):
+        m = MemTable()
+        seq = rng.randrange(1, 1 << 40)
+        shape = trial % 4  # 0: sorted puts; 1: shuffled; 2: deletes mixed in; 3: seq gaps (range deletions)
+        ks = rng.sample(range(10_000), rng.randrange(0, 300))
+        if shape == 0:
+            ks.sort()
+        for k in ks:
+            if shape == 3 and rng.random() < 0.1:
+                m.add_range_del(seq, b"zz", b"zzz")  # takes a seq: the point seqs are no longer consecutive
+                seq += 1
+            kind = DELETE if shape == 2 and rng.random() < 0.3 else PUT
+            m.add(seq, kind, b"%05d" % k, b"" if kind == DELETE else rng.randbytes(rng.randrange(0, 40)))
+            seq += 1
+        expected = list(m.iter_entries())
+        g = _roundtrip(m)
+        assert len(g) == len(expected)
+        assert g.columns() == (
+            [e[0] for e in expected], [e[1] for e in expected], [e[2] for e in expected]
+        ), (trial, shape)
+        assert list(g) == expected
+    # One version of a key overwritten: the dict form, still in internal order.
+    m = MemTable()
+    m.add(1, PUT, b"b", b"1")
+    m.add(2, PUT, b"a", b"2")
+    m.add(3, DELETE, b"b", b"")
+    g = _roundtrip(m)
+    assert g.columns() is None and list(g) == list(m.iter_entries()) == [
+        (b"a", (2 << 8) | PUT, b"2"), (b"b", (3 << 8) | DELETE, b""), (b"b", (1 << 8) | PUT, b"1")]
 
 
 # ---------------------------------------------------------------- table writer
@@ -213,6 +242,32 @@ def test_add_columns_falls_back_to_add_and_its_errors():
     with pytest.raises(ValueError, match="unknown value kind"):
         w.add_columns([b"a", b"b"], [(2 << 8) | 7, (3 << 8) | PUT], [b"", b""])
     w.abandon()
+    w = TableWriter(fs, "seq.sst", block_size=1)
+    with pytest.raises(ValueError, match="trailer out of range"):
+        w.add_columns([b"a", b"b"], [1 << 64, (3 << 8) | PUT], [b"", b""])
+    w.abandon()
+
+
+def test_add_columns_in_chunks_writes_the_same_table_as_add():
+    # Whole blocks are cut straight from the columns; a chunk's tail stays
+    # pending and the next chunk tops it up first.
+    rng = random.Random(_seed())
+    fs = CrashFS()
+    for trial in range(20):
+        block_size = rng.choice((1, 64, 700, 4096))
+        keys = sorted({rng.randbytes(rng.randrange(1, 12)) for _ in range(rng.randrange(1, 600))})
+        entries = [(k, ((i + 1) << 8) | rng.choice((PUT, DELETE)), rng.randbytes(rng.randrange(0, 300)))
+                   for i, k in enumerate(keys)]
+        w = TableWriter(fs, f"c{trial}.sst", block_size=block_size, compression=compression.ZSTD)
+        i = 0
+        while i < len(entries):
+            j = i + rng.randrange(1, 200)
+            chunk = entries[i:j]
+            w.add_columns([e[0] for e in chunk], [e[1] for e in chunk], [e[2] for e in chunk])
+            i = j
+        props = w.finish()
+        assert props.num_entries == len(entries)
+        assert fs.read_file(f"c{trial}.sst") == _table(fs, f"d{trial}.sst", block_size, entries, len(entries), False)
 
 
 # ---------------------------------------------------------------- memory

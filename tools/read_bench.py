@@ -38,6 +38,10 @@ def main() -> None:
     ap.add_argument("--flush", action="store_true", help="flush the replayed memtable after the reopen")
     ap.add_argument("--dir", default="/tmp/lsm-read-bench", help="where the template and copies go")
     ap.add_argument("--rebuild", action="store_true", help="build the template again")
+    ap.add_argument("--compression", default=None, help="the template's compression (default: the option's)")
+    ap.add_argument("--inline", action="store_true",
+                    help="build the template with background='inline': the same files every build "
+                         "(codec comparisons on one shape; give each variant its own --dir)")
     a = ap.parse_args()
     sys.path.insert(0, os.path.abspath(a.tree))
     import lsm
@@ -50,7 +54,10 @@ def main() -> None:
         order = list(range(n))
         random.Random(1).shuffle(order)
         vals = [random.Random(i).randbytes(50) * 2 for i in range(1000)]
-        with lsm.open(tmpl, sync=lsm.Sync.OFF) as db:
+        kw = {} if a.compression is None else {"compression": a.compression}
+        if a.inline:
+            kw["background"] = "inline"
+        with lsm.open(tmpl, sync=lsm.Sync.OFF, **kw) as db:
             for j, i in enumerate(order):
                 db.put(fmt % i, vals[j % 1000])
     work = os.path.join(a.dir, f"work-{os.getpid()}")

@@ -40,6 +40,8 @@ ap.add_argument("--cache", type=int, default=None)
 ap.add_argument("--warm", type=int, default=5000)
 ap.add_argument("--max", type=int, default=20000, help="keys made for point reads (N <= max)")
 ap.add_argument("--flush", action="store_true", help="flush the replayed memtable after the reopen")
+ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                help="an lsm.open option for the reopen (VALUE a Python literal), e.g. mmap_reads=False")
 ap.add_argument("mode", choices=["missing", "present", "hot", "readseq", "readreverse", "seekrandom"])
 ap.add_argument("n", type=int)
 a = ap.parse_args()
@@ -52,6 +54,9 @@ if not os.path.exists(tmpl):
 work = os.path.join(a.dir, f"cg-{os.getpid()}")
 shutil.copytree(tmpl, work)
 kw = {} if a.cache is None else {"block_cache_size": a.cache << 20}
+for o in a.option:
+    name, _, value = o.partition("=")
+    kw[name] = __import__("ast").literal_eval(value)
 db = lsm.open(work, sync=lsm.Sync.OFF, background="inline", **kw)
 if a.flush:
     db.flush()

@@ -1,4 +1,5 @@
 """Operations on a whole database: checkpoints (lsm/ops/checkpoint.py),
-verification (lsm/ops/verify.py) and the helpers they and lsm/restore.py
-share (lsm/ops/files.py). Layer 5: below the DB object, whose
-``checkpoint()`` and ``verify()`` methods call in here."""
+verification (lsm/ops/verify.py), stats (lsm/ops/stats.py) and the helpers
+they and lsm/restore.py share (lsm/ops/files.py). Layer 5: below the DB
+object, whose ``checkpoint()``, ``verify()`` and ``stats()`` methods
+(lsm/db_admin.py) call in here."""

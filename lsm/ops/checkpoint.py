@@ -31,7 +31,7 @@ lock:
 
 * tables: the captured super version's readers are held until the copy is
   done; a table that compaction replaces is unlinked only when its last
-  reader is collected (lsm/background.py), so every name stays linkable;
+  reader is collected (lsm/background/), so every name stays linkable;
 * WAL: each segment is opened (pinned by its descriptor) while the install
   lock is still held, i.e. before a flush can install and then retire it
   (unlink, or rename into the archive); reading through the descriptor

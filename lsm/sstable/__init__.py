@@ -2,15 +2,17 @@
 internal order (user key ascending, then trailer = seq << 8 | kind
 descending). Format: docs/format/sstable.md.
 
-Modules, lowest first (``writer`` imports ``block`` and ``bloom``; ``reader``
-imports those and ``cache``; nothing imports ``writer`` or ``reader``)::
+Modules, lowest first (``writer`` imports ``block`` and ``bloom``; ``scan``
+imports ``block``; ``reader`` imports those, ``cache`` and ``scan``; nothing
+imports ``writer`` or ``reader``)::
 
     block    byte layouts: block payload, framing (compression, crc), footer,
              properties; pure functions, no I/O
     bloom    the table's bloom filter over user keys
     cache    BlockCache: LRU of decoded blocks, bounded by bytes
     writer   TableWriter, TableProperties
-    reader   TableReader: get, iter_entries
+    scan     TableScan: the reader's scan path (iter_entries, iter_columns)
+    reader   TableReader(TableScan): open and check a table, get
 
 Depends only on :mod:`lsm.base`.
 """

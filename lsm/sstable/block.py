@@ -101,6 +101,9 @@ _BYTES_PROPS: Final = ((b"largest", "largest"), (b"smallest", "smallest"))
 # number of tombstone pieces.
 PROP_RANGE_DELS: Final = b"range_dels"
 PROP_NUM_RANGE_DELS: Final = b"num_range_dels"
+# Optional, any version: u64 1 when no user key has two entries in the table
+# (absent otherwise, and in tables written before it existed).
+PROP_DISTINCT_KEYS: Final = b"distinct_keys"
 
 
 @dataclass
@@ -127,6 +130,13 @@ class TableProperties:
     num_range_dels: int = 0
     """Range tombstone pieces (fragment, seq) in the range-deletion block;
     0 in a version-1 table."""
+    distinct_keys: bool = False
+    """Every entry has a user key of its own (no key has two versions in
+    the table; range tombstones not counted). False when unknown: a table
+    written before the property existed. A scan hands such a table's
+    entries on without a per-entry version check when it also holds no
+    deletion and nothing newer than the scan's snapshot
+    (``lsm.iterators.visible_columns``, ``clean``)."""
 
 
 # ---------------------------------------------------------------- block payload
@@ -389,7 +399,7 @@ def unframe_blocks(data: bytes, sizes: list[int], verify: bool) -> list[bytes]:
     block by block and the compressed ones decompressed together
     (:func:`~lsm.base.compression.decompress_many`). Raises ValueError
     without naming the block: the caller reads them one by one to say
-    which (a long scan's readahead, reader.py)."""
+    which (a long scan's readahead, scan.py)."""
     mv = memoryview(data)
     out: list[bytes | None] = []
     frames: list[memoryview] = []
@@ -473,6 +483,8 @@ def encode_properties(
     if range_dels_h is not None:
         items.append((PROP_RANGE_DELS, HANDLE.pack(*range_dels_h)))
         items.append((PROP_NUM_RANGE_DELS, _U64.pack(props.num_range_dels)))
+    if props.distinct_keys:
+        items.append((PROP_DISTINCT_KEYS, _U64.pack(1)))
     items.sort()
     return encode_block([k for k, _ in items], [0] * len(items), [v for _, v in items])
 
@@ -513,4 +525,9 @@ def decode_properties(payload: bytes, file_size: int) -> tuple[TableProperties, 
         if v is None:
             raise ValueError(f"property {name.decode()} missing")
         fields[attr] = v
+    v = d.get(PROP_DISTINCT_KEYS)
+    if v is not None:
+        if len(v) != 8 or _U64.unpack(v)[0] > 1:
+            raise ValueError("property distinct_keys is not a u64 0 or 1")
+        fields["distinct_keys"] = v[0] == 1
     return TableProperties(**fields), nblocks  # type: ignore[arg-type]

@@ -93,7 +93,7 @@ class TableWriter:
             or not (0 <= bloom_bits_per_key <= 64)
         ):
             raise ValueError(f"bloom_bits_per_key: must be an int in 0..64, got {bloom_bits_per_key!r}")
-        if compression not in (_compression.NONE, _compression.ZSTD):
+        if compression not in (_compression.NONE, _compression.ZSTD, _compression.LZ4):
             raise ValueError(f"compression: unknown compression id {compression!r}")
         self._fs = fs
         self.path = path
@@ -197,25 +197,88 @@ class TableWriter:
         c = list(accumulate(map(_add, map(_add, map(len, keys), map(len, values)), repeat(_ENTRY_OVERHEAD)),
                             initial=0))
         bs = self._block_size
-        bkeys, btrailers, bvalues = self._keys, self._trailers, self._values
         pending = self._pending
         i = 0
-        while i < n:
-            j = bisect_left(c, bs - pending + c[i], i + 1)
-            j = min(j, n)
-            bkeys += keys[i:j]
-            btrailers += trailers[i:j]
-            bvalues += values[i:j]
-            pending += c[j] - c[i]
-            i = j
+        if self._keys:
+            # Top up the block that add() left pending, as add() would.
+            i = min(bisect_left(c, bs - pending + c[0], 1), n)
+            self._keys += keys[:i]
+            self._trailers += trailers[:i]
+            self._values += values[:i]
+            pending += c[i]
             if pending >= bs:
                 self._pending = pending
                 self._flush_block()
                 pending = 8
+        # Then whole blocks straight from the columns (a block starts empty:
+        # its payload is 8 bytes before its entries), the rest pending.
+        starts = []
+        while i < n:
+            j = bisect_left(c, bs - 8 + c[i], i + 1)
+            if j > n:
+                break
+            starts.append(i)
+            i = j
+        if starts:
+            self._emit_blocks(keys, trailers, values, c, starts, i)
+        if i < n:
+            self._keys += keys[i:]
+            self._trailers += trailers[i:]
+            self._values += values[i:]
+            pending = 8 + c[n] - c[i]
         self._pending = pending
         self._num_keys += n
         self._last_key = keys[-1]
         self._last_trailer = trailers[-1]
+
+    def _emit_blocks(self, keys: list[bytes], trailers: list[int], values: list[bytes], c: list[int],
+                     starts: list[int], end: int) -> None:
+        """Cut, encode, frame and buffer the data blocks ``keys[s:e]``
+        (with their trailers and values) for consecutive ``s, e`` of
+        ``starts + [end]``, as :meth:`_flush_block` would one by one: the
+        same bytes, with the trailer checks, the seq range, the deletion
+        count and the bloom filter's hashes done once over all of them
+        (``add_columns``: a flush of a fill; tools/flush_handoff.py).
+        ``c``: the running payload sizes of ``add_columns``. REQUIRES: no
+        entry pending."""
+        base = starts[0]
+        try:
+            try:
+                tr = array("Q", trailers[base:end])
+            except OverflowError:
+                raise ValueError("trailer out of range: must be a u64 (seq < 2**56)") from None
+            kinds = tr.tobytes()[_KIND_OFFSET::8]
+            bad = kinds.translate(None, _KINDS)
+            if bad:
+                raise ValueError(f"unknown value kind {bad[0]}")
+        except BaseException:
+            self._fail()
+            raise
+        comp, level = self._compression, self._level
+        ikeys, itrailers, ihandles = self._ikeys, self._itrailers, self._ihandles
+        append, pack = self._append, HANDLE.pack
+        for s, e in zip(starts, [*starts[1:], end]):
+            try:
+                if c[e] - c[s] + 8 > MAX_BLOCK_PAYLOAD:
+                    raise ValueError(f"entry of {max(map(len, values[s:e]))} bytes does not fit a block")
+                stored, trailer = frame_block(encode_block(keys[s:e], tr[s - base : e - base], values[s:e]), comp, level)
+            except BaseException:
+                self._fail()
+                raise
+            ikeys.append(keys[e - 1])
+            itrailers.append(trailers[e - 1])
+            ihandles.append(pack(append(stored, trailer), len(stored)))
+        self._num_deletes += kinds.count(0)
+        self._data_size += c[end] - c[base] - _ENTRY_OVERHEAD * (end - base)
+        lo = min(tr) >> 8
+        if self._min_seq < 0 or lo < self._min_seq:
+            self._min_seq = lo
+        self._max_seq = max(self._max_seq, max(tr) >> 8)
+        if self._smallest is None:
+            self._smallest = keys[base]
+        if self._bloom is not None:
+            self._bloom.add_keys(keys[base:end])
+        self._flushed_entries += end - base
 
     def add_range_del(self, start: bytes, stop: bytes, seq: int) -> None:
         """Add a range tombstone deleting ``[start, stop)`` for versions below
@@ -334,8 +397,9 @@ class TableWriter:
                     [p[1] for p in pieces],
                 ))
             filter_h = (0, 0)
+            # Distinct user keys (b"", which add() does not count, can only be the first).
+            num_keys = self._num_keys + (1 if self._smallest == b"" else 0)
             if self._bloom is not None and n:
-                num_keys = self._num_keys + (1 if self._smallest == b"" else 0)
                 filter_h = self._append_meta(self._bloom.finish(self._bloom_bits, num_keys))
             props = TableProperties(
                 file_size=0,
@@ -346,6 +410,7 @@ class TableWriter:
                 min_seq=max(self._min_seq, 0),
                 max_seq=self._max_seq,
                 data_size=self._data_size,
+                distinct_keys=n > 0 and num_keys == n,
             )
             if rd:
                 lo, hi = rd.seq_range()

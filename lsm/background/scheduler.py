@@ -1,41 +1,8 @@
-"""Background work of a DB: flushes of immutable memtables and compactions,
-and the installs that follow them (the only callers of
-``VersionSet.log_and_apply`` after open).
-
-Modes (``Options.background``):
-
-* ``process``: jobs run in the shared worker process pool
-  (lsm/compaction/worker.py); two orchestrating threads here (flush,
-  compaction) only wait on pipes and install results.
-* ``thread``: jobs run in those threads (needed for an in-memory fs).
-* ``inline``: everything runs synchronously in the writer's thread, under
-  the DB write lock (deterministic; tests).
-
-Order of an install (crash safety): output tables are fsynced by the job;
-the data directory is fsynced (their names are durable); the version edit
-is appended to the manifest and synced; only then are obsolete WAL
-segments and tables unlinked. A table unlinked while an old super version
-still reads it stays readable through the reader's open descriptor; its
-space is freed when the last reader is garbage collected.
-
-WAL lifecycle: a flushed memtable's segments are *retired* once its edit
-is synced: unlinked, or, with ``wal_retention_segments`` /
-``wal_retention_seconds``, moved into ``<wal_dir>/archive/`` under a name
-that records when (docs/format/wal.md, "Archive"); then the archive is
-pruned (the archive itself: lsm/wal/archive.py, :class:`WalArchive`; this
-module decides when, and supplies the clock). Open retires the segments a
-crash left behind the same way and prunes too. Nothing else deletes from
-the archive.
-
-Locks: ``_cv`` guards the flush queue and the wake-up flags; ``_install_mu``
-(the DB's) guards ``readers`` and the version set; ``_compact_mu``
-serialises compactions (one at a time); ``_wal_mu`` (a leaf: no I/O, no
-other lock taken under it) guards the live-segment set and their sizes
-(the archive listing has its own leaf lock, ``WalArchive._mu``; the two
-are never nested). Lock order: DB write lock is never taken while
-holding ``_cv``; ``_install_mu`` may be held while briefly taking the
-write lock to swap the super version.
-"""
+"""The background scheduler of a DB: the flush and compaction threads (or
+inline runs), job execution in the worker pools (lsm/compaction/worker.py)
+with retries, the install of a job's version edit, and write pacing. See
+the package docstring (lsm/background/__init__.py) for modes, the install
+order and the lock order."""
 
 from __future__ import annotations
 
@@ -44,9 +11,11 @@ import contextlib
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lsm.background.ingest import IngestEntryPoints
+from lsm.background.state import ImmJob, SuperVersion, meta, open_reader, remove_table
+from lsm.background.wal_lifecycle import WalLifecycle
 from lsm.base import filenames
 from lsm.base.errors import CorruptionError, NeedsRecoveryError
 from lsm.base.fs import io_site
@@ -54,11 +23,9 @@ from lsm.compaction.picker import Compaction, pick_compaction, pick_manual
 from lsm.compaction.runner import CompactionJob, FlushJob, JobResult, TableOptions, remove_outputs, run_job
 from lsm.compaction.worker import WorkerError, shared_pool
 from lsm.manifest.edit import VersionEdit
-from lsm.manifest.version import FileMeta
 from lsm.memtable import MemTable
 from lsm.sstable.reader import TableReader
-from lsm.wal.archive import ArchivedSegment, WalArchive, archive_victims  # noqa: F401 (re-exported: tests)
-from lsm.wal.format import SEGMENT_HEADER_SIZE
+from lsm.wal.archive import WalArchive
 
 if TYPE_CHECKING:
     from lsm.db import DB
@@ -66,61 +33,10 @@ if TYPE_CHECKING:
 MAX_JOB_RETRIES = 3
 
 
-class SuperVersion:
-    """What a read needs, replaced atomically: the live memtable, the
-    immutable memtables (newest first), the version and its open readers.
+class Background(WalLifecycle, IngestEntryPoints):
+    """Flushes and compactions of one DB, and their installs (see the
+    package docstring for modes, install order and locks)."""
 
-    ``range_dels``: some memtable or table holds a range tombstone (reads
-    take their range-tombstone path only then). The live memtable's first
-    tombstone replaces the super version (``DB.write``), so the flag never
-    lags a published commit."""
-
-    __slots__ = ("imms", "mem", "range_dels", "readers", "version")
-
-    def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], version: Any, readers: dict[int, Any]):
-        self.mem = mem
-        self.imms = imms
-        self.version = version
-        self.readers = readers
-        self.range_dels = (
-            mem.range_del_count > 0
-            or any(m.range_del_count for m in imms)
-            or any(r.range_dels is not None for r in readers.values())
-        )
-
-
-@dataclass
-class ImmJob:
-    """An immutable memtable waiting for its flush, with the WAL segments
-    that hold exactly its commits (start_seq < seq <= end_seq)."""
-
-    mem: MemTable
-    wal_paths: list[str]
-    start_seq: int
-    end_seq: int
-
-
-def wall_clock() -> float:
-    """Seconds since the Unix epoch: the archive's clock (the time recorded
-    in an archived segment's name, and "now" for age pruning). Tests
-    replace it (monkeypatch ``lsm.background.wall_clock``)."""
-    return time.time()
-
-
-def open_reader(db: DB, number: int) -> TableReader:
-    """Open a table reader whose descriptor closes when it is collected."""
-    r = TableReader.open(
-        db._fs,
-        filenames.join(db.path, filenames.sst_name(number)),
-        file_number=number,
-        cache=db._cache,
-        verify_checksums=db._opts.paranoid_checks,
-    )
-    weakref.finalize(r, r.file.close)  # closes the descriptor when no super version holds r
-    return r
-
-
-class Background:
     def __init__(self, db: DB, flushed_seq: int, readers: dict[int, TableReader]):
         self.db = db
         self.opts = db._opts
@@ -305,7 +221,7 @@ class Background:
             raise
         edit = VersionEdit(flushed_seq=job.end_seq, last_seq=max(self.vs.last_seq, job.end_seq))
         for num, props in result.outputs:
-            edit.added.append((0, _meta(num, props)))
+            edit.added.append((0, meta(num, props)))
         self._install(edit, [o[0] for o in result.outputs], remove_mem=job.mem)
         self.flush_count += 1
         written = sum(p.file_size for _n, p in result.outputs)
@@ -319,118 +235,6 @@ class Background:
         # Last: wait_flushed (DB.flush) returns once this passes its seq, and
         # promises the WAL segments are gone by then.
         self.flushed_seq = max(self.flushed_seq, job.end_seq)  # an ingest may have moved it past end_seq
-
-    def _delete_wal(self, paths: list[str]) -> None:
-        """Retire the WAL segments of a flushed memtable. REQUIRES: the
-        version edit holding their commits is synced in the manifest."""
-        with io_site("wal"):
-            if self._retire_wal(paths):
-                self._prune_archive()
-        self.db._wal_released()
-
-    def retire_at_open(self, paths: list[str]) -> None:
-        """Open (before background work starts): load the archive listing,
-        retire ``paths`` (segments whose commits are all in tables, left by
-        a crash before their retirement) as after a flush, prune the
-        archive. I/O is labelled with the caller's site."""
-        self.archive.load()
-        self._retire_wal(paths, at_open=True)
-        if self.opts.wal_archive:
-            self._prune_archive()
-        self.db._wal_released()
-
-    def _retire_wal(self, paths: list[str], *, at_open: bool = False) -> bool:
-        """Archive (retention on) or unlink each segment of ``paths``; under
-        EXTRA make that durable (archive directory first: the segment never
-        lacks a durable name). A segment no longer than its header holds no
-        commit and is unlinked; so is one that open finds already archived
-        (a power cut kept both names of a rename). True if any was archived."""
-        fs = self.fs
-        archive = self.opts.wal_archive
-        moved = False
-        for p in paths:
-            try:
-                size = fs.file_size(p)
-                if archive and size > SEGMENT_HEADER_SIZE and not (at_open and self.archive.holds(p, size)):
-                    self.archive.archive(p, size, max(0, int(wall_clock() * 1e6)))
-                    moved = True
-                else:
-                    fs.remove(p)
-                    self.wal_files_deleted += 1
-            except FileNotFoundError:
-                pass
-            with self._wal_mu:
-                self._live_wal.discard(p)
-                self._wal_sizes.pop(p, None)
-        if paths and self.db._sync_dirs_extra():
-            if moved:
-                self._sync_archive_dir()
-            self.db._wal.sync_dir_extra()
-        return moved
-
-    def _prune_archive(self) -> None:
-        """Delete the archived segments no retention rule keeps."""
-        opts = self.opts
-        pruned = self.archive.prune(opts.wal_retention_segments, opts.wal_retention_seconds,
-                                    int(wall_clock() * 1e6))
-        if pruned and self.db._sync_dirs_extra():
-            self._sync_archive_dir()
-
-    def _sync_archive_dir(self) -> None:
-        try:
-            self.archive.sync_dir()
-        except BaseException as e:
-            self.db._on_fence(e)
-            raise
-
-    @property
-    def wal_files_archived(self) -> int:
-        return self.archive.files
-
-    @property
-    def wal_bytes_archived(self) -> int:
-        return self.archive.bytes
-
-    @property
-    def wal_files_pruned(self) -> int:
-        """Deleted from the archive by the retention rule."""
-        return self.archive.pruned
-
-    def wal_live(self, mem_paths: list[str], current: str | None, current_bytes: int, *,
-                 remember: bool = False) -> tuple[int, int, bool]:
-        """(files, bytes, flushing) of the live WAL: the segments recovery
-        still needs, those of the immutable memtables and ``mem_paths`` (the
-        live memtable's; ``current``, ``current_bytes`` long, is the one
-        being written). ``flushing``: some live segment belongs to an
-        immutable memtable whose flush is queued or running. Sealed
-        segments are sized with ``fs.file_size``; ``remember`` caches
-        those sizes (only a caller holding the DB write lock, for which
-        ``mem_paths`` is exact, may ask)."""
-        mem = set(mem_paths)
-        with self._wal_mu:
-            paths = self._live_wal | mem
-            flushing = not self._live_wal <= mem
-            sizes = {p: self._wal_sizes.get(p) for p in paths}
-        files, total = 0, 0
-        if current is not None:
-            paths.discard(current)
-            files, total = 1, current_bytes
-        learnt = {}
-        for p in paths:
-            n = sizes[p]
-            if n is None:
-                try:
-                    n = learnt[p] = self.fs.file_size(p)
-                except FileNotFoundError:
-                    continue  # retired meanwhile
-            files += 1
-            total += n
-        if remember and learnt:
-            with self._wal_mu:
-                for p, n in learnt.items():
-                    if p in self._live_wal or p in mem:
-                        self._wal_sizes[p] = n
-        return files, total, flushing
 
     # ------------------------------------------------------------- compaction
     def _compaction_loop(self) -> None:
@@ -560,7 +364,7 @@ class Background:
             raise
         edit = VersionEdit(removed=[(lv, f.number) for lv, f in inputs])
         for num, props in result.outputs:
-            edit.added.append((c.output_level, _meta(num, props)))
+            edit.added.append((c.output_level, meta(num, props)))
         # On an install failure the outputs stay: the edit may be durable
         # although log_and_apply raised; the DB fences and the next open
         # removes any table the recovered manifest does not name.
@@ -627,7 +431,7 @@ class Background:
         # super version (an open iterator) can read it any more. An
         # interrupted deletion leaves an orphan that the next open removes.
         for r in retired:
-            weakref.finalize(r, _remove_table, self.fs, r.path)
+            weakref.finalize(r, remove_table, self.fs, r.path)
         del retired
 
     # ------------------------------------------------------------ write pacing
@@ -674,69 +478,6 @@ class Background:
                 rate, cause = mem_rate, "memtables"
         return rate, cause
 
-    # ---------------------------------------------------------------- ingest
-    # Entry points for lsm/ingest/job.py. An ingest installs with the DB
-    # write lock held (no commit can take a sequence number meanwhile), so
-    # it takes _install_mu first, then the write lock, like _install.
-
-    def flush_live_locked(self, wal_paths: list[str], start_seq: int, end_seq: int) -> list[tuple[int, Any]]:
-        """Write the live memtable's commits (start_seq < seq <= end_seq,
-        in its segments ``wal_paths``) to level-0 tables in the calling
-        thread and return them as ``(number, properties)`` for the caller's
-        own version edit. The job re-reads the WAL, as :meth:`_do_flush`'s
-        does in process mode (the memtable's sorted view needs the write
-        lock, which the caller holds). REQUIRES: ``_install_mu`` and then
-        the DB write lock held."""
-        db = self.db
-        t0 = time.perf_counter()
-        number = self.vs.new_file_number()
-        fj = FlushJob(dbdir=db.path, file_number=number, table=self.table, snapshots=db._snapshot_list(),
-                      wal_paths=list(wal_paths), start_seq=start_seq, end_seq=end_seq)
-        try:
-            result = run_job(fj, self.fs)
-        except BaseException:
-            remove_outputs(self.fs, db.path, [number])
-            raise
-        self.flush_count += 1
-        written = sum(p.file_size for _n, p in result.outputs)
-        self.flush_bytes_written += written
-        self.level_io[0][1] += written
-        self.flush_seconds += time.perf_counter() - t0
-        return result.outputs
-
-    def install_ingest_locked(self, files: list[tuple[int, int, Any]], seq: int | None,
-                              new_mem: MemTable | None) -> None:
-        """Install ``files`` (``(level, number, properties)``) with one
-        version edit; with ``seq``, the edit also records ``flushed_seq =
-        last_seq = seq`` (every commit up to it is in tables). ``new_mem``
-        replaces the live memtable (flushed into ``files``). REQUIRES:
-        ``_install_mu`` and then the DB write lock held."""
-        edit = VersionEdit(flushed_seq=seq, last_seq=seq)
-        for level, num, props in files:
-            edit.added.append((level, _meta(num, props)))
-        self._install(edit, [num for _lv, num, _p in files], new_mem=new_mem, write_locked=True)
-
-    def count_ingest(self, level: int, nbytes: int) -> None:
-        """Count ``nbytes`` of ingested tables added at ``level`` (stats).
-        REQUIRES: ``_install_mu`` held."""
-        self.ingest_bytes_written += nbytes
-        self.level_io[level][1] += nbytes
-
-    def ingest_done(self, seq: int, wal_paths: list[str]) -> None:
-        """After an ingest's install, with no lock held: advance the flushed
-        watermark to ``seq``, retire ``wal_paths`` (segments whose commits
-        the ingest's edit recorded as flushed) and let compaction look at
-        the new tables."""
-        self.flushed_seq = max(self.flushed_seq, seq)
-        if wal_paths:
-            self._delete_wal(wal_paths)
-        if self.mode == "inline":
-            self._maybe_compact_inline()
-            return
-        with self._cv:
-            self._compact_wanted = True
-            self._cv.notify_all()
-
     # ------------------------------------------------------------------ misc
     def write_fence_marker(self, err: BaseException) -> None:
         """Record the fence on disk (best effort: the disk may be failing)."""
@@ -761,24 +502,3 @@ class Background:
             for r in self.readers.values():
                 r.close()
             self.readers = {}
-
-
-def _remove_table(fs: Any, path: str) -> None:
-    with io_site("compaction"):
-        try:
-            fs.remove(path)
-        except OSError:
-            pass  # an orphan now; removed at the next open
-
-
-def _meta(number: int, p: Any) -> FileMeta:
-    return FileMeta(
-        number=number,
-        file_size=p.file_size,
-        smallest=p.smallest,
-        largest=p.largest,
-        min_seq=p.min_seq,
-        max_seq=p.max_seq,
-        num_entries=p.num_entries,
-        num_deletes=p.num_deletes,
-    )
