@@ -48,6 +48,15 @@ def _rng(name: str) -> random.Random:
     return random.Random(f"{SEED}-{name}")
 
 
+def _assert_reopens_with(path, model: dict[bytes, bytes]) -> None:
+    """Reopening the database at ``path`` replays exactly ``model``."""
+    db = lsm.open(path, background="inline")
+    try:
+        assert {k: db.get(k) for k in model} == model
+    finally:
+        db.close()
+
+
 def test_mask_multiply_equals_checksum_mask() -> None:
     rng = _rng("mask")
     edges = [0, 1, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF,
@@ -226,11 +235,7 @@ def test_wal_short_raw_write_completes_the_record(tmp_path) -> None:
     assert size == db._fs.file_size(wal.segment_path)
     f.raw_write = raw
     db.close()
-    db = lsm.open(path, background="inline")
-    try:
-        assert {k: db.get(k) for k in model} == model
-    finally:
-        db.close()
+    _assert_reopens_with(path, model)
 
 
 def test_put_calls_make_room_no_later_than_before(tmp_path) -> None:
@@ -391,11 +396,7 @@ def test_put_writes_the_encoders_bytes(tmp_path, monkeypatch) -> None:
         off += len(rec)
     assert off == len(data)
     db.close()
-    db = lsm.open(path, background="inline")
-    try:
-        assert {k: db.get(k) for k in model} == model
-    finally:
-        db.close()
+    _assert_reopens_with(path, model)
 
 
 def test_put_refuses_a_sequence_number_past_max_seq(tmp_path) -> None:

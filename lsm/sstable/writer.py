@@ -62,6 +62,21 @@ _KIND_OFFSET: Final = 0 if sys.byteorder == "little" else 7
 _KINDS: Final = bytes([0, 1])  # ValueKind.DELETE, ValueKind.PUT
 
 
+def _checked_trailers(trailers: list[int]) -> tuple[array[int], bytes]:
+    """``trailers`` as an ``array('Q')`` and their kind bytes, checked in C
+    passes rather than per entry: ValueError if a trailer is not a u64 or
+    a kind is unknown. The low byte of each u64 is its kind."""
+    try:
+        tr = array("Q", trailers)
+    except OverflowError:
+        raise ValueError("trailer out of range: must be a u64 (seq < 2**56)") from None
+    kinds = tr.tobytes()[_KIND_OFFSET::8]
+    bad = kinds.translate(None, _KINDS)
+    if bad:
+        raise ValueError(f"unknown value kind {bad[0]}")
+    return tr, kinds
+
+
 class TableWriter:
     """Writes one sstable. ``add`` entries in strictly increasing internal
     order (user key ascending, then trailer descending), then ``finish``
@@ -243,14 +258,7 @@ class TableWriter:
         entry pending."""
         base = starts[0]
         try:
-            try:
-                tr = array("Q", trailers[base:end])
-            except OverflowError:
-                raise ValueError("trailer out of range: must be a u64 (seq < 2**56)") from None
-            kinds = tr.tobytes()[_KIND_OFFSET::8]
-            bad = kinds.translate(None, _KINDS)
-            if bad:
-                raise ValueError(f"unknown value kind {bad[0]}")
+            tr, kinds = _checked_trailers(trailers[base:end])
         except BaseException:
             self._fail()
             raise
@@ -313,16 +321,7 @@ class TableWriter:
         try:
             if self._pending > MAX_BLOCK_PAYLOAD:
                 raise ValueError(f"entry of {max(map(len, values))} bytes does not fit a block")
-            try:
-                tr = array("Q", trailers)
-            except OverflowError:
-                raise ValueError("trailer out of range: must be a u64 (seq < 2**56)") from None
-            # The low byte of each little-endian u64 is the kind: bulk checks
-            # in C instead of a test per entry in add().
-            kinds = tr.tobytes()[_KIND_OFFSET::8]
-            bad = kinds.translate(None, _KINDS)
-            if bad:
-                raise ValueError(f"unknown value kind {bad[0]}")
+            tr, kinds = _checked_trailers(trailers)
             payload = encode_block(keys, tr, values)
             stored, trailer = frame_block(payload, self._compression, self._level)
         except BaseException:
