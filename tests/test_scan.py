@@ -91,13 +91,13 @@ def sources_for(rng):
     return out
 
 
-def chunks(entries, rng, reverse):
-    """Columns chunks of 1-40 entries, each in internal order; reverse:
-    the last chunk first."""
+def chunks(entries, rng, reverse, most=40):
+    """Columns chunks of 1-``most`` entries, each in internal order;
+    reverse: the last chunk first."""
     cs = []
     i = 0
     while i < len(entries):
-        j = i + rng.randint(1, 40)
+        j = i + rng.randint(1, most)
         cs.append(tuple(list(x) for x in zip(*entries[i:j])))
         i = j
     return iter(cs[::-1] if reverse else cs)

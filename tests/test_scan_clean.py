@@ -28,6 +28,7 @@ from lsm.base.errors import CorruptionError
 from lsm.base.fs import DEFAULT_FS
 from lsm.iterators import _splice, visible, visible_columns
 from lsm.sstable import TableReader, TableWriter
+from tests.test_scan import chunks
 
 PUT = ValueKind.PUT
 DELETE = ValueKind.DELETE
@@ -171,13 +172,7 @@ def test_splice_equals_a_dict_merge(seed):
 
 
 def _chunks(entries, rng, reverse):
-    cs = []
-    i = 0
-    while i < len(entries):
-        j = i + rng.randint(1, 200)
-        cs.append(tuple(list(x) for x in zip(*entries[i:j])))
-        i = j
-    return iter(cs[::-1] if reverse else cs)
+    return chunks(entries, rng, reverse, most=200)
 
 
 @pytest.mark.parametrize("seed", SEEDS or range(600, 640))
