@@ -67,16 +67,8 @@ def decompress(kind: int, data: bytes | memoryview, max_size: int) -> bytes:
     output larger than ``max_size`` (a length field never causes a huge
     allocation). An LZ4 block must decompress to exactly ``max_size``
     bytes (the size is not stored in the block: the trailer's is used)."""
-    if kind == LZ4:  # _lz4_exact, inlined (a cold point read's block)
-        if max_size > _LZ4_MAX_RATIO * len(data):
-            raise ValueError(f"lz4 block of {len(data)} bytes cannot hold {max_size} bytes")
-        try:
-            out = _lz4_decompress(data, uncompressed_size=max_size)
-        except _lz4.LZ4BlockError as e:
-            raise ValueError(f"lz4: {e}") from None
-        if len(out) != max_size:
-            raise ValueError(f"lz4 block decompressed to {len(out)} bytes, expected {max_size}")
-        return out
+    if kind == LZ4:
+        return _lz4_exact(data, max_size)
     if kind == NONE:
         if len(data) > max_size:
             raise ValueError("stored block larger than its header says")
@@ -135,7 +127,7 @@ def _lz4_exact(data: bytes | memoryview, size: int) -> bytes:
     if size > _LZ4_MAX_RATIO * len(data):
         raise ValueError(f"lz4 block of {len(data)} bytes cannot hold {size} bytes")
     try:
-        out = _lz4.decompress(data, uncompressed_size=size)
+        out = _lz4_decompress(data, uncompressed_size=size)
     except _lz4.LZ4BlockError as e:
         raise ValueError(f"lz4: {e}") from None
     if len(out) != size:
