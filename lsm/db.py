@@ -54,8 +54,7 @@ from lsm.wal.format import (
 )
 from lsm.wal.format import encode_op_record as _encode_op_record
 
-_PUT = ValueKind.PUT
-_DELETE = ValueKind.DELETE
+_PUT, _DELETE, _SYNC_FULL = ValueKind.PUT, ValueKind.DELETE, Sync.FULL
 # Every WAL record is at most 45/16 times the memtable bytes its ops are
 # charged (one op: 36-byte record header + 9-byte op header + key + value
 # in the WAL, key + value + ENTRY_OVERHEAD (16) in the memtable; more ops per
@@ -89,10 +88,9 @@ class DB(DBAdmin):
         # acquire/release (a ``with`` looks up and calls __enter__/__exit__:
         # ~1,200 instructions more per put), one room check (``_room_at``,
         # a live-memtable size standing for both the memtable and the WAL
-        # limits: no call to the WAL's segment_bytes property), no write
-        # counters (stats() derives keys and bytes written from the
-        # memtables). Per-put costs: docs/benchmarks.md, "Write path
-        # profile".
+        # limits: no WAL segment_bytes call), no write counters (stats()
+        # derives keys and bytes written from the memtables). Per-put
+        # costs: docs/benchmarks.md, "Write path profile".
         if type(key) is not bytes:
             key = as_bytes(key, "key")
         if type(value) is not bytes:
@@ -134,7 +132,9 @@ class DB(DBAdmin):
             self._last_seq = seq
         finally:
             mu.release()
-        if level:
+        if level >= _SYNC_FULL:  # WalWriter.commit_wait's FULL/EXTRA branch, inlined: one frame less
+            wal.sync_to(seq, level)
+        elif level:
             wal.commit_wait(seq, level)
         return seq
 
@@ -392,14 +392,14 @@ class DB(DBAdmin):
         for level, rs in tables:
             if level == 0:
                 csources += [r.iter_columns(lo, hi, reverse=reverse) for r in rs]
-                clean += [r.clean_seq <= snap for r in rs]
+                clean += [r.clean_at(snap) for r in rs]
             elif len(rs) == 1:
                 csources.append(rs[0].iter_columns(lo, hi, reverse=reverse))
-                clean.append(rs[0].clean_seq <= snap)
+                clean.append(rs[0].clean_at(snap))
             else:
                 csources.append(chain_columns(r.iter_columns(lo, hi, reverse=reverse)
                                               for r in (reversed(rs) if reverse else rs)))
-                clean.append(max(r.clean_seq for r in rs) <= snap)  # a level's tables share no key
+                clean.append(all(r.clean_at(snap) for r in rs))  # a level's tables share no key
         return _chain_rounds(visible_columns(csources, snap, rdels, self._check_usable,
                                              [m.range_columns for m in (sv.mem, *sv.imms)], lo, hi, reverse,
                                              clean))
@@ -427,7 +427,7 @@ class DB(DBAdmin):
                 if mem_full:
                     bg_err = self._bg.error
                     if bg_err is not None:
-                        raise bg_err
+                        raise bg_err.with_traceback(None)  # (see _raise_blocked)
                     if not stalled:
                         cause = "l0_stop" if self._bg.l0_files >= opts.l0_stop_trigger else "memtables"
                     t0 = time.perf_counter()
@@ -563,7 +563,9 @@ class DB(DBAdmin):
 
     # ----------------------------------------------------------------- state
     def _raise_blocked(self) -> None:
-        raise self._blocked  # type: ignore[misc]
+        # Without its last traceback: re-raising one instance extends it and keeps
+        # every failed call's frames alive with the DB (tests/test_crash_reraise.py).
+        raise self._blocked.with_traceback(None)  # type: ignore[union-attr]
 
     def _check_usable(self) -> None:
         if self._blocked is not None:

@@ -130,9 +130,20 @@ def _resolve(
                     sv = list(map(dn.__getitem__, sk))
                 ok, ov = _splice(bk, bv, sk, sv)
                 return zip(reversed(ok), reversed(ov)) if reverse else zip(ok, ov)
-        d: dict[bytes, bytes] = {}
-        for ks, _ts, vs in reversed(parts):
-            d.update(zip(reversed(ks), reversed(vs)))
+            # The oldest part's keys are distinct and ascending: entered
+            # first and in order, they keep that order in the dict. When
+            # the newer parts only hold keys it has (overwrites: readseq
+            # after fillrandom and overwrite), no key is added, so the
+            # dict's order is the round's order: no sort, no lookups.
+            d = dict(zip(bk, bv))
+            for ks, _ts, vs in reversed(parts[:-1]):
+                d.update(zip(reversed(ks), reversed(vs)))
+            if len(d) == n:
+                return zip(reversed(bk), reversed(d.values())) if reverse else zip(bk, d.values())
+        else:
+            d = {}
+            for ks, _ts, vs in reversed(parts):
+                d.update(zip(reversed(ks), reversed(vs)))
         sk = sorted(d, reverse=reverse)
         return zip(sk, map(d.__getitem__, sk))
     dv: dict[bytes, bytes] = {}
@@ -248,7 +259,11 @@ def visible_columns(
     entry it yields is a PUT visible at ``snapshot`` of a key of its own
     (``TableReader.clean_at`` of each of its tables): its chunks then skip
     the per-entry checks of :func:`_resolve`, and one alone is handed on as
-    a ``zip`` of its columns."""
+    a ``zip`` of its columns. A clean source has no second version of a
+    key to come in its next chunk, so when every source whose chunk ends
+    at the bound is clean, the round takes the bound key as well (and the
+    windowed sources' window reaches past it): those sources are then
+    refilled without copying the entries they had left."""
     limit = (snapshot << 8) | 0xFF
     # Per source: [keys, trailers, values, position, iterator or None once
     # exhausted, refill due, clean]. Forward, the entries before the
@@ -304,10 +319,11 @@ def visible_columns(
                     first = b[0][0]
                     if bound is None or first > bound:
                         bound = first
+            incl = bound is not None and all(b[6] for b in bufs if b[4] is not None and b[0][0] == bound)
             for b in bufs:
                 ks = b[0]
                 p = b[3]
-                i = 0 if bound is None else bisect_right(ks, bound, 0, p)
+                i = 0 if bound is None else (bisect_left if incl else bisect_right)(ks, bound, 0, p)
                 if i < p:
                     parts.append((ks, b[1], b[2]) if i == 0 and p == len(ks) else (ks[i:p], b[1][i:p], b[2][i:p]))
                     pclean.append(b[6])
@@ -319,11 +335,12 @@ def visible_columns(
                     last = b[0][-1]
                     if bound is None or last < bound:
                         bound = last
+            incl = bound is not None and all(b[6] for b in bufs if b[4] is not None and b[0][-1] == bound)
             for b in bufs:
                 ks = b[0]
                 p = b[3]
                 n = len(ks)
-                j = n if bound is None else bisect_left(ks, bound, p)
+                j = n if bound is None else (bisect_right if incl else bisect_left)(ks, bound, p)
                 if j > p:
                     parts.append((ks, b[1], b[2]) if p == 0 and j == n else (ks[p:j], b[1][p:j], b[2][p:j]))
                     pclean.append(b[6])
@@ -334,12 +351,12 @@ def visible_columns(
             # above the bound, or to the end of the scan once the other
             # sources have nothing more to come.
             if reverse:
-                a = lo if bound is None else key_successor(bound)
+                a = lo if bound is None else bound if incl else key_successor(bound)
                 z = whi
                 whi = a
             else:
                 a = wlo
-                z = hi if bound is None else bound
+                z = hi if bound is None else key_successor(bound) if incl else bound
                 wlo = z
             if a is None or z is None or a < z:
                 wparts = []

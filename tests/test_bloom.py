@@ -58,6 +58,23 @@ def test_bits_follow_the_spec():
     assert BitMap.deserialize(data[FILTER_HEADER.size :]) == want
 
 
+@pytest.mark.parametrize("bpk", [1, 2, 5, 10, 13, 44])
+def test_bits_follow_the_spec_for_odd_and_even_probe_counts(bpk):
+    # The builder computes the probes two at a time (one lane holds probe i
+    # in its low half and probe i + 1 in its high half), then a lone last
+    # probe when k is odd: both halves, the pairing and the carry between
+    # lanes are checked against the spec, for k = 1, 1, 3, 6, 8, 30.
+    rng = random.Random(bpk)
+    keys = list(dict.fromkeys([b""] + [rng.randbytes(rng.randint(0, 24)) for _ in range(700)]))
+    data = BloomFilter.build(keys, bpk)
+    k, m = FILTER_HEADER.unpack_from(data)
+    assert k == num_probes(bpk)
+    want = BitMap()
+    for key in keys:
+        want.update(spec_bits(key, k, m))
+    assert BitMap.deserialize(data[FILTER_HEADER.size :]) == want
+
+
 def test_pinned_positions():
     # Stable across processes and versions: Python's hash() would fail this
     # under PYTHONHASHSEED randomisation.

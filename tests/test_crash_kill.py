@@ -51,10 +51,57 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run_tool(tmp_path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+def _replay(test: str) -> str:
+    """The command line that reruns ``test`` with this run's seed and size."""
+    size = {"test_kill_cycles": f" LSM_KILL_CYCLES={CYCLES}",
+            "test_power_cut_cycles": f" LSM_POWER_KILL_CYCLES={POWER_CYCLES}"}.get(test, "")
+    return f"LSM_KILL_SEED={SEED}{size} python -m pytest -q tests/test_crash_kill.py::{test}"
+
+
+def _msg(test: str, what: str, detail: str = "", changed: list[str] | tuple[str, ...] = ()) -> str:
+    """A failure message that names the seed first (pytest's one-line summary
+    at the very end of the output shows the first line, so the seed survives
+    a log cut short anywhere) and again after ``detail`` (the tool's output,
+    maybe long). ``changed``: lsm sources edited while the run went on."""
+    note = ""
+    if changed:
+        note = (f" [lsm sources changed during the run: {', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''};"
+                " the driver, the writers (one import, at the start) and fresh worker processes may have run"
+                " different versions: replay on a tree nobody edits]")
+    head = f"seed {SEED}: {what}{note} (replay: {_replay(test)})"
+    return f"{head}\n{detail}\n{head}" if detail else head
+
+
+def _sources() -> dict[str, int]:
+    """lsm's source files and their modification times."""
+    out = {}
+    for d, _dirs, files in os.walk(os.path.join(ROOT, "lsm")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(d, name)
+                out[os.path.relpath(path, ROOT)] = os.stat(path).st_mtime_ns
+    return out
+
+
+def _changed(before: dict[str, int]) -> list[str]:
+    after = _sources()
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def _text(out: str | bytes | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else out or ""
+
+
+def _run_tool(tmp_path, *args: str, timeout: float, test: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, TOOL, "--seed", str(SEED), "--dir", str(tmp_path / "db"),
            "--reliability-log", str(tmp_path / "reliability.jsonl"), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT, check=False)
+    sources = _sources()  # a run against a tree others edit meanwhile can fail for that alone: say so
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT, check=False)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(_msg(test, f"crash_kill did not finish within {timeout:g} s",
+                         _text(e.stdout) + "\n" + _text(e.stderr), _changed(sources)), pytrace=False)
+    p.changed = _changed(sources)  # type: ignore[attr-defined]
     print(p.stdout)
     print(p.stderr, file=sys.stderr)
     return p
@@ -65,25 +112,27 @@ def _figure(stdout: str, before: str) -> int:
     return int(stdout[: stdout.index(before)].split()[-1])
 
 
-def _check_run(tmp_path, p: subprocess.CompletedProcess, family: str, cycles: int) -> None:
+def _check_run(tmp_path, p: subprocess.CompletedProcess, family: str, cycles: int, test: str) -> None:
     kind = "power-cut" if family == "kill9_power" else "kill"
-    assert p.returncode == 0, f"crash_kill failed (exit {p.returncode}):\n{p.stdout}\n{p.stderr}"
-    assert f"OK {cycles} {kind} cycles" in p.stdout
+    out = f"{p.stdout}\n{p.stderr}"
+    assert p.returncode == 0, _msg(test, f"crash_kill failed (exit {p.returncode})", out, getattr(p, "changed", ()))
+    assert f"OK {cycles} {kind} cycles" in p.stdout, _msg(test, "no OK summary line", out)
     with open(tmp_path / "reliability.jsonl") as f:
         line = f.read().strip()
     record_fields = json.loads(line)
-    assert record_fields["family"] == family and record_fields["cycles"] == cycles
-    assert record_fields["violations"] == 0 and record_fields["seed"] == str(SEED)
-    assert record_fields["flushes"] == _figure(p.stdout, "flushes,")
+    assert record_fields["family"] == family and record_fields["cycles"] == cycles, _msg(test, line)
+    assert record_fields["violations"] == 0 and record_fields["seed"] == str(SEED), _msg(test, line)
+    assert record_fields["flushes"] == _figure(p.stdout, "flushes,"), _msg(test, "flush counts differ", out)
     record(**record_fields)  # the figures for RELIABILITY.md (LSM_RELIABILITY_LOG)
     if cycles >= 50:
         # Most cycles are killed only after a flush and a compaction (the rest early or at a random time):
         # those must really happen, and so must manifest roll-overs (a new manifest and CURRENT switch).
-        assert _figure(p.stdout, "cycles that did not flush and compact") == 0
+        n = _figure(p.stdout, "cycles that did not flush and compact")
+        assert n == 0, _msg(test, f"{n} cycles did not flush and compact within --work-timeout", out)
         for what in ("with a flush", "with a compaction", "with a roll-over by a flush or compaction"):
             n = int(p.stdout.split(what, 1)[1].split()[0].rstrip(","))
-            assert n >= cycles * 0.6, f"only {n} of {cycles} cycles {what}"
-        assert record_fields["compactions"] > 0 and record_fields["manifest_rolls"] > 0
+            assert n >= cycles * 0.6, _msg(test, f"only {n} of {cycles} cycles {what}", out)
+        assert record_fields["compactions"] > 0 and record_fields["manifest_rolls"] > 0, _msg(test, line)
 
 
 def test_kill_cycles(tmp_path):
@@ -91,18 +140,22 @@ def test_kill_cycles(tmp_path):
     print(f"kill -9: LSM_KILL_CYCLES={CYCLES} LSM_KILL_SEED={SEED}")
     # A generous orphan timeout (workers still starting up on a loaded machine exit when they find
     # their parent gone); test_worker_dies_with_its_parent_mid_job checks promptness.
-    p = _run_tool(tmp_path, "--cycles", str(CYCLES), "--orphan-timeout", "10", timeout=120 + 5 * CYCLES)
-    _check_run(tmp_path, p, "kill9", CYCLES)
-    assert _figure(p.stdout, "cycles with worker processes") == CYCLES // 5
+    test = "test_kill_cycles"
+    p = _run_tool(tmp_path, "--cycles", str(CYCLES), "--orphan-timeout", "10", timeout=120 + 5 * CYCLES, test=test)
+    _check_run(tmp_path, p, "kill9", CYCLES, test)
+    n = _figure(p.stdout, "cycles with worker processes")
+    assert n == CYCLES // 5, _msg(test, f"{n} cycles with worker processes, not {CYCLES // 5}", p.stdout)
 
 
 def test_power_cut_cycles(tmp_path):
     """The crash layer inside the killed writer: unsynced data dies with it."""
     print(f"kill -9 + power cut: LSM_POWER_KILL_CYCLES={POWER_CYCLES} LSM_KILL_SEED={SEED}")
-    p = _run_tool(tmp_path, "--mode", "power", "--cycles", str(POWER_CYCLES), timeout=120 + 5 * POWER_CYCLES)
-    _check_run(tmp_path, p, "kill9_power", POWER_CYCLES)
-    if POWER_CYCLES >= 50:
-        assert _figure(p.stdout, "and applied") > 0  # the cuts do revert unsynced directory changes
+    test = "test_power_cut_cycles"
+    p = _run_tool(tmp_path, "--mode", "power", "--cycles", str(POWER_CYCLES), timeout=120 + 5 * POWER_CYCLES,
+                  test=test)
+    _check_run(tmp_path, p, "kill9_power", POWER_CYCLES, test)
+    if POWER_CYCLES >= 50:  # the cuts do revert unsynced directory changes
+        assert _figure(p.stdout, "and applied") > 0, _msg(test, "no unsynced directory change reverted", p.stdout)
 
 
 def test_help_documents_both_modes():
@@ -121,9 +174,38 @@ def test_power_mode_catches_a_missing_sync(tmp_path, sabotage, expect):
     no-ops in the writer, power mode fails (a lost acknowledged commit, a
     sync_wal/wait_durable promise broken, or a database that no longer
     opens)."""
-    p = _run_tool(tmp_path, "--mode", "power", "--cycles", "30", "--sabotage", sabotage, timeout=300)
-    assert p.returncode == 1, f"sabotage {sabotage} went unnoticed:\n{p.stdout}\n{p.stderr}"
-    assert "FAILED" in p.stderr and any(e in p.stderr for e in expect), p.stderr
+    test = "test_power_mode_catches_a_missing_sync"
+    p = _run_tool(tmp_path, "--mode", "power", "--cycles", "30", "--sabotage", sabotage, timeout=300, test=test)
+    assert p.returncode == 1, _msg(test, f"sabotage {sabotage} went unnoticed", f"{p.stdout}\n{p.stderr}")
+    assert "FAILED" in p.stderr and any(e in p.stderr for e in expect), _msg(test, f"{sabotage}: other failure",
+                                                                             p.stderr)
+
+
+def test_failure_messages_name_the_seed_first_and_last(tmp_path):
+    """A failed or timed-out run names its seed and replay command in the
+    first line of the failure (what pytest's summary line shows, at the very
+    end of the output) and again after the tool's output, so a log cut short
+    at either end still has it."""
+    long = "cycle output\n" * 20000
+    p = subprocess.CompletedProcess([], 1, stdout=long, stderr="crash_kill: FAILED in cycle 7")
+    with pytest.raises(AssertionError) as e:
+        _check_run(tmp_path, p, "kill9", CYCLES, "test_kill_cycles")
+    lines = [x.strip() for x in str(e.value).splitlines()]  # pytest indents the message's later lines
+    head = f"seed {SEED}: crash_kill failed (exit 1) (replay: LSM_KILL_SEED={SEED} LSM_KILL_CYCLES={CYCLES} "
+    assert lines[0].startswith(head) and lines[0].endswith("tests/test_crash_kill.py::test_kill_cycles)")
+    assert len(lines) > 20000 and lines.count(lines[0]) == 2  # again after the tool's output
+    assert max(i for i, x in enumerate(lines) if x == lines[0]) > lines.index("crash_kill: FAILED in cycle 7")
+    p.changed = ["lsm/wal/sync.py"]
+    with pytest.raises(AssertionError) as e:
+        _check_run(tmp_path, p, "kill9", CYCLES, "test_kill_cycles")
+    first = str(e.value).splitlines()[0]
+    assert first.startswith(f"seed {SEED}: crash_kill failed (exit 1) [lsm sources changed during the run: "
+                            "lsm/wal/sync.py;"), first
+    with pytest.raises(pytest.fail.Exception) as e:
+        _run_tool(tmp_path, "--cycles", "1", timeout=0.001, test="test_power_cut_cycles")
+    first = str(e.value).splitlines()[0]
+    assert first.startswith(f"seed {SEED}: crash_kill did not finish within 0.001 s (replay: LSM_KILL_SEED={SEED} "
+                            f"LSM_POWER_KILL_CYCLES={POWER_CYCLES} "), first
 
 
 # ---- the oracle ------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def columns(r: TableReader, start=None, stop=None, reverse=False) -> list[tuple[
     return out
 
 
-@pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD])
+@pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD, compression.LZ4])
 @pytest.mark.parametrize("seed", seeds(50, 3))
 def test_long_scans_equal_model_and_cache_only_a_seeks_blocks(tmp_path, comp, seed):
     print("seed", seed)
@@ -87,7 +87,7 @@ def test_long_scans_equal_model_and_cache_only_a_seeks_blocks(tmp_path, comp, se
     r.close()
 
 
-@pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD])
+@pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD, compression.LZ4])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_damage_deep_in_a_readahead_run_names_the_block(tmp_path, comp, reverse):
     rng = random.Random(7)

@@ -324,3 +324,65 @@ def test_leader_fenced_while_lingering_does_not_acknowledge():
     with pytest.raises(NeedsRecoveryError):
         w.commit_wait(a, FULL)
     w.close(sync=False)
+
+
+def test_fence_while_a_group_forms_releases_its_waiters():
+    """A group is forming (its first committer holds the timer, a second
+    waits on the group's gate) when another commit's write fails and
+    fences the writer: the forming group's sync will never run, so the
+    fence opens its gate; both committers raise NeedsRecoveryError (none
+    hangs, none returns as if durable), nothing more is written or
+    synced, and no group is left forming."""
+    from tests.test_wal_writer_races import LingerSpy, Run, _group_of_three, _poll, in_sync_to
+
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    _group_of_three(log)
+    syncs, writes = w.syncs, fs.counts["write"]
+    w._linger_wait = spy = LingerSpy()  # the first waits without a timeout: only the gate ends its wait
+    a = log.append(FULL)
+    first = Run(lambda: w.commit_wait(a, FULL), "first")
+    first.start()
+    assert spy.lingering.wait(5)
+    b = log.append(FULL)
+    second = Run(lambda: w.commit_wait(b, FULL), "second")
+    second.start()
+    _poll(lambda: in_sync_to(second))
+    assert w._forming
+    w._fence(OSError(errno.EIO, "another commit's write failed"))
+    for run in (first, second):
+        run.finish()
+        assert isinstance(run.error, NeedsRecoveryError), (run.name, run.error)
+    assert not w._forming and w._sync_gate is None
+    assert w.syncs == syncs and fs.counts["write"] == writes
+    w.close(sync=False)
+
+
+def test_close_without_sync_while_a_group_forms_releases_its_waiters():
+    """close(sync=False) while a group forms: the group's sync will never
+    run; its first committer (the timer) raises ClosedError when its time
+    is up and opens the group's gate, so the second committer raises too
+    instead of waiting forever."""
+    from tests.test_wal_writer_races import LingerSpy, Run, _group_of_three, _poll, in_sync_to
+
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    _group_of_three(log)
+    closed = __import__("threading").Event()
+    w._linger_wait = spy = LingerSpy(on_wait=lambda: closed.wait(5) or True)  # times out once closed
+    a = log.append(FULL)
+    first = Run(lambda: w.commit_wait(a, FULL), "first")
+    first.start()
+    assert spy.lingering.wait(5)
+    b = log.append(FULL)
+    second = Run(lambda: w.commit_wait(b, FULL), "second")
+    second.start()
+    _poll(lambda: in_sync_to(second))
+    w.close(sync=False)
+    closed.set()
+    for run in (first, second):
+        run.finish()
+        assert isinstance(run.error, ClosedError), (run.name, run.error)
+    assert not w._forming and w._sync_gate is None

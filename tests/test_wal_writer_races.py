@@ -417,24 +417,24 @@ def test_close_survives_a_failing_file_close():
 
 
 class LingerSpy:
-    """Stands in for ``WalWriter._linger_wait`` (where a lingering leader
-    waits for the append that fills its group to release its wake lock;
-    install as ``w._linger_wait = LingerSpy()``): sets ``lingering`` when
-    the leader waits, then runs ``on_wait()`` and, unless that returns True
-    (return at once: the linger time ran out), waits WITHOUT a timeout, so
-    only an append's release ends the linger."""
+    """Stands in for ``WalWriter._linger_wait`` (where the thread that formed
+    a group waits, with its timer, for the group's sync; install as
+    ``w._linger_wait = LingerSpy()``): sets ``lingering`` when it waits,
+    then runs ``on_wait()`` and, unless that returns True (return at once:
+    the linger time ran out), waits WITHOUT a timeout, so only the group's
+    sync (led by the commit that completes it) ends the linger."""
 
     def __init__(self, on_wait=None):
         self.on_wait = on_wait
         self.lingering = threading.Event()
         self.waits = 0
 
-    def __call__(self, wake: threading.Lock, timeout: float) -> bool:
+    def __call__(self, gate: threading.Lock, timeout: float) -> bool:
         self.waits += 1
         self.lingering.set()
         if self.on_wait is not None and self.on_wait():
             return False
-        return wake.acquire()
+        return gate.acquire()
 
 
 def _group_of_three(log: Log) -> None:
@@ -446,10 +446,12 @@ def _group_of_three(log: Log) -> None:
     assert log.w._last_group == 3
 
 
-def test_lingering_leader_is_woken_when_its_group_is_full():
-    """The leader of the next sync lingers for the group to form; the
-    append that makes the group full wakes it (once), and its one write
-    and one sync cover all three commits."""
+def test_commit_that_completes_a_forming_group_leads_its_sync():
+    """After a sync of three, the next group forms for three commits: the
+    thread that formed it waits (its timer), the second commit waits on
+    the group's gate, and the third, which completes the group, leads the
+    sync itself (no hand-off back to the first): one write and one sync
+    cover all three, and the first never leads."""
     fs = GateFS()
     log = Log(fs)
     w = log.w
@@ -457,16 +459,87 @@ def test_lingering_leader_is_woken_when_its_group_is_full():
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
-    leader = Run(lambda: w.commit_wait(a, FULL), "leader")
-    leader.start()
+    first = Run(lambda: w.commit_wait(a, FULL), "first")
+    first.start()
     assert spy.lingering.wait(TIMEOUT)
     b = log.append(FULL)
-    c = log.append(FULL)  # the group is full: wakes the leader
-    assert leader.finish().error is None, leader.error
+    second = Run(lambda: w.commit_wait(b, FULL), "second")
+    second.start()
+    _poll(lambda: in_sync_to(second))  # best effort: the joiner usually waits on the gate by now
+    assert w.syncs == syncs and w._forming  # not full yet: nobody leads
+    c = log.append(FULL)
+    w.commit_wait(c, FULL)  # completes the group: leads its sync here
+    assert first.finish().error is None, first.error
+    assert second.finish().error is None, second.error
     assert spy.waits == 1
     assert w.durable_seq == c and w.syncs == syncs + 1 and fs.counts["write"] == writes + 1
+    assert w._last_group == 3 and not w._forming and w._sync_gate is None
     assert durable(fs) == {seg(1): [1, 2, 3, a, b, c]}
     w.close()
+
+
+def _poll(cond, limit: float = 2.0) -> bool:
+    """Poll ``cond`` until it holds or ``limit`` seconds pass (to order a
+    test's steps where the order is not what it asserts)."""
+    import time
+
+    end = time.monotonic() + limit
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def in_sync_to(run: threading.Thread) -> bool:
+    """``run`` is inside ``sync_to`` (waiting on a gate, in this test)."""
+    import sys
+
+    frame = sys._current_frames().get(run.ident)
+    while frame is not None:
+        if frame.f_code.co_name == "sync_to":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_next_group_waits_for_the_released_and_the_staged_behind():
+    """A sync covers two commits while a third is staged behind it: the
+    next group forms for three (the two threads the sync released commit
+    again, the third already waits), not for two (the last group alone,
+    which would sync the group's first two commits without the third and
+    never let the group grow back)."""
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    a = log.append(FULL)
+    b = log.append(FULL)
+    hold = fs.hold("sync")
+    leader = Run(lambda: w.commit_wait(b, FULL), "leader")  # a lone committer's want: leads at once
+    leader.start()
+    assert hold.entered.wait(TIMEOUT)
+    c = log.append(FULL)  # staged behind the running sync
+    hold.go.set()
+    assert leader.finish().error is None, leader.error
+    assert w.durable_seq == b and w._last_group == 2 and w._want == 3
+    syncs, writes = w.syncs, fs.counts["write"]
+    w._linger_wait = spy = LingerSpy()  # no timeout: only the group's sync ends the first's wait
+    first = Run(lambda: w.commit_wait(c, FULL), "first")
+    first.start()
+    assert spy.lingering.wait(TIMEOUT)
+    d = log.append(FULL)
+    second = Run(lambda: w.commit_wait(d, FULL), "second")
+    second.start()
+    _poll(lambda: in_sync_to(second))
+    assert w.syncs == syncs and w._forming  # two of three: nobody leads yet
+    e = log.append(FULL)
+    w.commit_wait(e, FULL)  # completes the group of three: leads here
+    for run in (first, second):
+        assert run.finish().error is None, (run.name, run.error)
+    assert w.durable_seq == e and w.syncs == syncs + 1 and fs.counts["write"] == writes + 1
+    assert w._last_group == 3
+    w.close()
+    assert durable(fs) == {seg(1): [a, b, c, d, e]}
 
 
 def test_lingering_leader_syncs_alone_when_its_time_runs_out():
@@ -491,15 +564,15 @@ def test_lingering_leader_syncs_alone_when_its_time_runs_out():
 
 
 def test_fixed_linger():
-    """commit_linger_us: the leader waits that long (a timed wait on _cv)
-    before every sync, also when the last group was a single commit (the
-    adaptive linger would not wait then)."""
+    """commit_linger_us: the leader waits that long (a timed wait on its
+    group's gate) before every sync, also when the last group was a single
+    commit (the adaptive linger would not wait then)."""
     fs = GateFS()
     log = Log(fs, commit_linger_us=1)
     w = log.w
-    w._cv = spy = SpyCondition(w._cv)
+    w._linger_wait = spy = LingerSpy(on_wait=lambda: True)
     a = log.commit(FULL)
     b = log.commit(FULL)
-    assert spy.waits == 2 and w.durable_seq == b and w._last_group == 1
+    assert spy.waits >= 2 and w.durable_seq == b and w._last_group == 1
     w.close()
     assert durable(fs) == {seg(1): [a, b]}

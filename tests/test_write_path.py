@@ -229,6 +229,54 @@ def test_add_columns_writes_the_same_table_as_add(block_size):
                 == _table(fs, f"b{trial}.sst", block_size, entries, split, False))
 
 
+@pytest.mark.parametrize("vl", [0, 1, 100])
+def test_add_columns_of_fixed_size_entries_writes_the_same_table_as_add(vl):
+    # Every key of one length and every value of one length (a fill): the
+    # blocks are joined from a cached head (lsm.sstable.block.fixed_block_head)
+    # instead of encode_block. Chunks with a pending tail, full and partial
+    # blocks, deletions (vl 0), and a chunk whose one odd length sends the
+    # whole chunk back to encode_block.
+    rng = random.Random(_seed() + vl)
+    fs = CrashFS()
+    for trial in range(12):
+        block_size = rng.choice((1, 64, 700, 4096))
+        kl = rng.randrange(1, 20)
+        keys = sorted({rng.randbytes(kl) for _ in range(rng.randrange(1, 500))})
+        entries = [(k, ((i + 1) << 8) | (DELETE if vl == 0 and rng.random() < 0.5 else PUT), rng.randbytes(vl))
+                   for i, k in enumerate(keys)]
+        if trial % 3 == 2 and len(entries) > 2:
+            k, t, v = entries[1]
+            entries[1] = (k, t, v + b"!")  # one value longer
+        w = TableWriter(fs, f"f{trial}.sst", block_size=block_size,
+                        compression=rng.choice((compression.NONE, compression.LZ4)))
+        i = 0
+        while i < len(entries):
+            j = i + rng.randrange(1, 300)
+            chunk = entries[i:j]
+            w.add_columns([e[0] for e in chunk], [e[1] for e in chunk], [e[2] for e in chunk])
+            i = j
+        w.finish()
+        ref = TableWriter(fs, f"g{trial}.sst", block_size=block_size, compression=w._compression)
+        ref.add_many(entries)
+        ref.finish()
+        assert fs.read_file(f"f{trial}.sst") == fs.read_file(f"g{trial}.sst"), (trial, block_size, kl, vl)
+
+
+def test_fixed_block_head_is_encode_blocks_head():
+    from array import array
+
+    from lsm.sstable.block import decode_block, encode_block, fixed_block_head
+
+    for n, kl, vl in [(1, 16, 100), (35, 16, 100), (3, 1, 0), (4, 7, 1), (2, 5, 5), (300, 2, 3)]:
+        keys = [bytes([65 + i % 26]) * kl for i in range(n)]
+        values = [bytes([97 + i % 26]) * vl for i in range(n)]
+        tr = array("Q", [(i << 8) | PUT for i in range(1, n + 1)])
+        payload = fixed_block_head(n, kl, vl) + tr.tobytes() + b"".join(keys) + b"".join(values)
+        assert payload == encode_block(keys, tr, values), (n, kl, vl)
+        assert decode_block(payload, True) == (keys, tr.tolist(), values)
+        assert fixed_block_head(n, kl, vl) is fixed_block_head(n, kl, vl)  # cached
+
+
 def test_add_columns_falls_back_to_add_and_its_errors():
     fs = CrashFS()
     two_versions = [(b"a", (5 << 8) | PUT, b"2"), (b"a", (3 << 8) | PUT, b"1"), (b"b", (4 << 8) | PUT, b"x")]

@@ -20,9 +20,10 @@ Modes (``Options.background``):
 Order of an install (crash safety): output tables are fsynced by the job;
 the data directory is fsynced (their names are durable); the version edit
 is appended to the manifest and synced; only then are obsolete WAL
-segments and tables unlinked. A table unlinked while an old super version
-still reads it stays readable through the reader's open descriptor; its
-space is freed when the last reader is garbage collected.
+segments unlinked; a replaced table is unlinked when its reader is
+collected (no super version or iterator reads it any more), and a failed
+table unlink leaves an orphan that the next open removes
+(docs/architecture.md, "The read path").
 
 WAL lifecycle: a flushed memtable's segments are *retired* once its edit
 is synced: unlinked, or, with ``wal_retention_segments`` /

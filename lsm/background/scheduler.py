@@ -309,7 +309,7 @@ class Background(WalLifecycle, IngestEntryPoints):
                 if db._blocked is not None:
                     db._raise_blocked()
                 if self.error is not None:
-                    raise self.error
+                    raise self.error.with_traceback(None)  # (see DB._raise_blocked)
                 version = self.vs.current
                 deeper = any(version.levels[lv] for lv in range(level + 1, self.opts.num_levels))
                 if not version.levels[level] and not deeper:

@@ -84,6 +84,7 @@ value together must fit."""
 MAX_TRAILER: Final = (1 << 64) - 1
 
 _LITTLE: Final = sys.byteorder == "little"
+_LZ4: Final = _compression.LZ4
 _U64: Final = Struct("<Q")
 
 # Property names of the properties block (its keys). Part of the on-disk
@@ -153,6 +154,31 @@ def encode_block(keys: list[bytes], trailers: list[int] | array[int], values: li
         offs.byteswap()
         tr.byteswap()
     return b"".join([U32.pack(n), offs.tobytes(), tr.tobytes(), *items])
+
+
+_HEADS: dict[tuple[int, int, int], bytes] = {}
+"""(entries, key length, value length) -> :func:`fixed_block_head`.
+Bounded: cleared when it reaches 256 layouts."""
+
+
+def fixed_block_head(n: int, kl: int, vl: int) -> bytes:
+    """The count and offsets of a block of ``n`` entries whose keys all
+    have ``kl`` bytes and values ``vl`` (the first ``8n + 8`` bytes of its
+    payload, as :func:`encode_block` writes them): the payload is this,
+    then the trailers, the keys and the values (``TableWriter._emit_blocks``
+    for a flush of fixed-size entries)."""
+    head = _HEADS.get((n, kl, vl))
+    if head is None:
+        base = 16 * n + 8
+        offs = array("I", range(base, base + n * kl + 1, kl) if kl else [base] * (n + 1))
+        offs.extend(range(offs[-1] + vl, offs[-1] + n * vl + 1, vl) if vl else [offs[-1]] * n)
+        if not _LITTLE:
+            offs.byteswap()
+        head = U32.pack(n) + offs.tobytes()
+        if len(_HEADS) >= 256:
+            _HEADS.clear()
+        _HEADS[(n, kl, vl)] = head
+    return head
 
 
 def _block_arrays(p: bytes, check_offsets: bool) -> tuple[int, array, array]:
@@ -396,7 +422,8 @@ def unframe_blocks(data: bytes, sizes: list[int], verify: bool) -> list[bytes]:
     """:func:`unframe_block` of consecutive blocks read in one piece:
     ``data`` is their ``stored + trailer`` bytes back to back, ``sizes``
     each one's length (its handle's size plus 9). The crcs are checked
-    block by block and the compressed ones decompressed together
+    block by block, LZ4 blocks decompressed as they come (no setup to
+    share) and zstd ones together
     (:func:`~lsm.base.compression.decompress_many`). Raises ValueError
     without naming the block: the caller reads them one by one to say
     which (a long scan's readahead, scan.py)."""
@@ -418,6 +445,8 @@ def unframe_blocks(data: bytes, sizes: list[int], verify: bool) -> list[bytes]:
             if usize != n:
                 raise ValueError(f"uncompressed block of {n} bytes claims {usize}")
             out.append(data[pos : pos + n])
+        elif cid == _LZ4:
+            out.append(_compression.decompress(cid, mv[pos : pos + n], usize))  # exactly usize; no setup to share
         else:
             if frames and cid != kind:
                 raise ValueError("blocks of two compressions in one read")  # not written by lsm

@@ -33,14 +33,24 @@ thread, approximate under concurrency. ``close`` must not race with reads.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from bisect import bisect_left
 from typing import Final
 
+import lz4.block as _lz4_block
+from crc32c import crc32c as _crc32c
+
+from lsm.base.checksum import _MASK_DELTA
 from lsm.base.coding import ValueKind
+from lsm.base.compression import _LZ4_MAX_RATIO
+from lsm.base.compression import LZ4 as _LZ4
+from lsm.base.compression import NONE as _NONE
 from lsm.base.errors import ClosedError, CorruptionError
 from lsm.base.fs import FileSystem, ReadableFile
 from lsm.base.rangedel import RangeDels
 from lsm.sstable.block import (
+    BLOCK_TRAILER,
     BLOCK_TRAILER_SIZE,
     FOOTER_SIZE,
     FORMAT_VERSION_1,
@@ -58,6 +68,14 @@ from lsm.sstable.cache import BlockCache
 from lsm.sstable.scan import TableScan
 
 __all__ = ["TableReader"]
+
+# The common data block's path (_load_block), bound once.
+_TRAILER_UNPACK: Final = BLOCK_TRAILER.unpack_from
+_U32_UNPACK: Final = struct.Struct("<I").unpack_from
+_LITTLE: Final = sys.byteorder == "little"
+_lz4_decompress: Final = _lz4_block.decompress
+_LZ4BlockError: Final = _lz4_block.LZ4BlockError
+_new_view: Final = object.__new__
 
 Entry = tuple[bytes, int, bytes]
 
@@ -288,12 +306,55 @@ class TableReader(TableScan):
     def _load_block(self, off: int, n: int, verify: bool) -> BlockView:
         """Read, check and decode the block at ``off`` (``n`` bytes with its
         trailer). ``verify``: check the crc (without it, the offsets are
-        checked to never decrease)."""
+        checked to never decrease).
+
+        The common block (crc checked, LZ4 or stored raw, a consistent
+        layout) is done here in one frame: the trailer, crc32c, LZ4 and the
+        view's arrays, the same checks as :func:`unframe_block` and
+        :class:`BlockView` make, without their five nested calls (point
+        reads in docs/benchmarks.md: a missed block of readrandom). Anything
+        else, a failed check included, takes :meth:`_load_block_checked`,
+        which decides again and raises the precise CorruptionError."""
         f = self._file
         if f.fd < 0:
             raise ClosedError(f"sstable {self.path} is closed")
         m = self._map
         data = f.pread(off, n) if m is None else m[off : off + n]
+        s = n - BLOCK_TRAILER_SIZE
+        if verify and s > 0 and len(data) == n:
+            cid, usize, stored = _TRAILER_UNPACK(data, s)
+            mv = memoryview(data)
+            c = _crc32c(mv[: s + 5])
+            if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF == stored:
+                p = None
+                if cid == _LZ4:
+                    if usize <= _LZ4_MAX_RATIO * s:
+                        try:
+                            p = _lz4_decompress(mv[:s], usize)
+                        except _LZ4BlockError:
+                            pass
+                elif cid == _NONE:
+                    p = data[:s]
+                if p is not None and len(p) == usize and usize >= 8:
+                    nb = _U32_UNPACK(p)[0]
+                    base = 16 * nb + 8
+                    if nb and base <= usize:
+                        o = array("I")
+                        o.frombytes(p[4 : 8 * nb + 8])
+                        if _LITTLE and o[0] == base and o[-1] == usize:
+                            t = array("Q")
+                            t.frombytes(p[8 * nb + 8 : base])
+                            b = _new_view(BlockView)
+                            b.p = p
+                            b.o = o
+                            b.t = t
+                            b.n = nb
+                            return b
+        return self._load_block_checked(off, n, verify, data)
+
+    def _load_block_checked(self, off: int, n: int, verify: bool, data: bytes) -> BlockView:
+        """:meth:`_load_block` through :func:`unframe_block` and
+        :class:`BlockView`: every codec, and the error of a failed check."""
         if len(data) != n:
             raise self._corrupt(f"data block truncated ({len(data)} of {n} bytes)", off)
         try:

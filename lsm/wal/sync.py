@@ -17,12 +17,16 @@ holds the error, every waiter and every later call raises
 NeedsRecoveryError, and the failed sync is never retried (the kernel may
 have dropped the dirty pages; a retry could falsely succeed).
 
-Group size: a leader may linger before its sync so that the committers the
-previous sync released can append first (``_linger_locked``: a fixed
-``commit_linger_us``, or by default adaptive, only while several threads
-commit). The lingering leader waits on a lock of its own
-(``_linger_wake``, without ``_cv``'s lock); the append that fills its
-group (``_linger_until``) releases it, once, under ``_cv``'s lock.
+Group size: a group may form before its sync so that the committers the
+previous sync released can append first (a fixed ``commit_linger_us``, or
+by default adaptive: only while several threads commit, for as many
+commits as the last sync released plus those staged behind it,
+``_want``). While no sync runs, the first committer that needs one forms
+the group (``_forming``; its gate is ``_sync_gate``) and waits on its gate
+with a timer; the committer whose commit completes the group leads the
+sync itself (no hand-off back to the first: one context switch less per
+group), or the timer's holder does when the linger time is up. A fence
+opens a forming group's gate (its sync will never run).
 
 Durable offset (WAL format version 2): ``synced_offset`` is the offset in
 the live segment up to which it is known durable: the segment's size when
@@ -116,7 +120,11 @@ class GroupSync:
         # use, created by the first committer that waits for it.
         self._sync_gate: threading.Lock | None = None
         self._next_gate: threading.Lock | None = None
-        self._linger_wake: threading.Lock | None = None  # while a leader lingers: held, released by the append that fills its group
+        # A group forms while no sync runs (``_forming``, its gate is
+        # ``_sync_gate``): the commit that completes it leads its sync, or
+        # the thread that formed it (its timer) when the linger time is up.
+        self._forming = False
+        self._formed_at = 0.0
         self._sync_target = 0  # written_seq the running (or last) sync covers
         self._barrier_seq = 0
         self._dir_synced = True  # the live segment's directory entry is durable
@@ -133,8 +141,8 @@ class GroupSync:
         self.synced_commits = 0  # commits made durable by those syncs
         self.linger_seconds = 0.0  # time leaders spent waiting for a group to form
         self._last_group = 1  # commits covered by the last sync
+        self._want = 1  # commits a forming group waits for (set when a sync ends)
         self._sync_ewma = 0.0002  # seconds, a moving average of one WAL sync
-        self._linger_until = 0  # while a leader lingers: the _written_commits that fill its group (else 0)
         self._waiting = 0  # threads in _cv.wait() (sync_to, wait_durable): notify only when > 0
         self._closed = False
         self._syncer: threading.Thread | None = None
@@ -158,15 +166,23 @@ class GroupSync:
         a Condition's ``with`` costs two Python calls) and ``_io_mu`` once
         and does a few attribute updates around the fdatasync. A waiter
         that the sync it waited for covered returns when the gate opens,
-        without another round on ``_cv``."""
+        without another round on ``_cv``. While several threads commit, a
+        group forms first (module docstring, "Group size"): its first
+        committer waits with a timer, and the commit that completes it (or
+        the timer) leads."""
         mu = self._mu
         designated: threading.Lock | None = None  # the next sync's gate, if this thread is to lead it
+        timer: threading.Lock | None = None  # the forming group's gate, while this thread holds its timer
         while True:
             with mu:
                 if self.fenced is not None:
-                    self._raise_fenced()
-                if self.durable_seq >= seq and self._dir_synced and (designated is None or self._next_gate is not designated):
-                    return  # (a designated leader leads even so: others wait for its gate)
+                    self._raise_fenced()  # (a fence opens a forming group's gate: _open_next_gate_locked)
+                cur = self._sync_gate
+                if timer is not None and (cur is not timer or not self._forming):
+                    timer = None  # its group was led by the commit that completed it
+                if (self.durable_seq >= seq and self._dir_synced and (designated is None or self._next_gate is not designated)
+                        and (timer is None or cur is not timer)):
+                    return  # (a designated leader, or a forming group's timer, stays: others wait for its gate)
                 # Not durable yet, so a segment was started (a record was
                 # written or staged). close() sets _closed before it drops
                 # the segment: read in this order, f is the live segment
@@ -174,9 +190,12 @@ class GroupSync:
                 # written now was never synced.
                 f = self._file
                 if f is None or self._closed:
+                    if timer is not None:  # (close(sync=False) while its group formed) its waiters raise too
+                        self._forming = False
+                        self._sync_gate = None
+                        timer.release()
                     raise ClosedError(f"WAL writer for {self.wal_dir} is closed: commit {seq} cannot be made durable")
-                cur = self._sync_gate
-                if cur is None:  # no sync running: lead one
+                if cur is None:  # no group: form one (it covers every record staged before its claim)
                     gate = self._next_gate
                     if gate is None:
                         gate = _Lock()  # _new_gate(), inlined: once per sync
@@ -184,26 +203,48 @@ class GroupSync:
                     else:
                         self._next_gate = None
                     self._sync_gate = gate
-                    # Committers arriving while the leader lingers or
-                    # writes the staged records are covered by this sync
-                    # (its target is read after; a waiter that reads
+                    # Committers arriving while the group forms or its
+                    # leader writes the staged records are covered by this
+                    # sync (its target is read after; a waiter that reads
                     # _UNBOUNDED re-checks durable_seq when the gate opens).
                     self._sync_target = _UNBOUNDED
-                    if self.commit_linger or self._last_group > 1:
-                        self._linger_locked()
-                    need_dir = not self._dir_synced
-                    break
-                if seq <= self._sync_target and self._dir_synced:
+                    want = self._want
+                    if not self.commit_linger and (want <= 1 or self._written_commits - self._synced_commits >= want):
+                        break  # a lone committer, or the group is complete: lead at once
+                    self._forming = True
+                    timer = gate
+                    t0 = self._formed_at = _perf_counter()
+                    deadline = t0 + (self.commit_linger or min(max(self._sync_ewma, 0.00005), 0.002))
+                elif self._forming:
+                    # A group is forming: the commit that completes it leads
+                    # its sync (no hand-off back to the thread that formed
+                    # it), or the timer's holder when its time is up.
+                    gate = cur
+                    if ((not self.commit_linger and self._written_commits - self._synced_commits >= self._want)
+                            or (timer is cur and _perf_counter() >= deadline)):
+                        self._forming = False
+                        self.linger_seconds += _perf_counter() - self._formed_at
+                        break
+                elif seq <= self._sync_target and self._dir_synced:
                     gate = cur  # the running sync covers seq
                 else:
                     gate = self._next_gate
                     if gate is None:  # lead the next sync once this one ends
                         designated = self._next_gate = _new_gate()
                         gate = cur
+            if timer is gate:
+                left = deadline - _perf_counter()
+                if left > 0 and self._linger_wait(gate, left):
+                    gate.release()
+                    timer = None
+                    if self.durable_seq >= seq and self._dir_synced and self.fenced is None:
+                        return
+                continue  # timed out: lead if still forming (above)
             gate.acquire()  # blocks until that sync's result is published
             gate.release()  # and lets the next waiter through
             if designated is None and self.durable_seq >= seq and self._dir_synced and self.fenced is None:
                 return  # covered (published before the gate opened): no second round on _cv
+        need_dir = not self._dir_synced
         err: BaseException | None = None
         token = _enter_site("wal")
         # Write the staged records (this group's and any staged since) in
@@ -274,6 +315,9 @@ class GroupSync:
                     self.groups += 1
                     self.synced_commits += group
                     self._last_group = group
+                    # The next group: the commits this sync released (their
+                    # threads commit again) and those staged behind it.
+                    self._want = group + self._written_commits - commits
                     self.group_hist[_bisect_left(GROUP_HIST_BOUNDS, group)] += 1
             if self._waiting:
                 self._cv.notify_all()
@@ -298,52 +342,16 @@ class GroupSync:
         out["max"] = xs[-1] if n else 0.0
         return out
 
-    def _linger_locked(self) -> None:
-        """REQUIRES: ``_cv`` held, this thread the sync leader. Let the group
-        fill before syncing. With ``commit_linger`` set, wait that long.
-        Otherwise adapt: when the last sync covered n > 1 commits (several
-        threads commit concurrently), wait until n commits are unsynced or
-        about one sync's duration (at most 2 ms) has passed. The threads the
-        last sync released need a moment (and the GIL) to append their next
-        records; a leader that syncs at once covers one or two of them and
-        the group never grows. A lone committer (n = 1) never waits."""
-        if self.commit_linger:
-            t0 = time.perf_counter()
-            self._cv.wait(self.commit_linger)
-            self.linger_seconds += time.perf_counter() - t0
-            return
-        want = self._last_group
-        if want <= 1 or self._written_commits - self._synced_commits >= want:
-            return
-        t0 = _perf_counter()
-        deadline = t0 + min(max(self._sync_ewma, 0.00005), 0.002)
-        wake = self._linger_wake = _Lock()
-        wake.acquire()
-        self._linger_until = self._synced_commits + want  # the append that reaches this count releases wake, once
-        mu = self._mu
-        try:
-            while self._written_commits - self._synced_commits < want and self.fenced is None:
-                left = deadline - _perf_counter()
-                if left <= 0:
-                    break
-                mu.release()
-                try:
-                    self._linger_wait(wake, left)
-                finally:
-                    mu.acquire()
-        finally:
-            self._linger_until = 0
-            self._linger_wake = None
-        self.linger_seconds += _perf_counter() - t0
-
-    def _linger_wait(self, wake: threading.Lock, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for an append to release ``wake``
-        (``_cv``'s lock NOT held). A plain lock rather than a Condition: a
+    def _linger_wait(self, gate: threading.Lock, timeout: float) -> bool:
+        """The forming group's first committer (the timer's holder): wait up
+        to ``timeout`` seconds for the group's ``gate`` to open (its sync,
+        led by the commit that completed the group, published); True when
+        it opened (then this thread holds it and releases it at once).
+        ``_cv``'s lock NOT held. A plain lock rather than a Condition: a
         Condition's wait and notify are Python code, and cost ~2-3 us of CPU
-        per commit with 8 FULL threads (``python tools/sync_lab.py 8 16000
-        150``: 28.0-30.8 against 30.9-36.0 us per commit, six alternating
-        runs each, docs/durability.md, "Group commit")."""
-        return wake.acquire(True, timeout)
+        per commit with 8 FULL threads (docs/durability.md, "Group
+        commit")."""
+        return gate.acquire(True, timeout)
 
     def sync_all(self) -> int:
         """Make everything written so far durable; return that seq."""
@@ -437,6 +445,10 @@ class GroupSync:
         if gate is not None:
             self._next_gate = None
             gate.release()
+        if self._forming:  # a forming group's sync will not run either: its waiters raise
+            self._forming = False
+            gate, self._sync_gate = self._sync_gate, None
+            gate.release()  # type: ignore[union-attr]
 
     def _check_fence(self) -> None:
         if self.fenced is not None:

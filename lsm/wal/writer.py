@@ -250,13 +250,7 @@ class WalWriter(GroupSync):
         if self.written_seq <= self.durable_seq:  # the oldest unsynced commit (stats' wal_unsynced_age)
             self.unsynced_since = time.monotonic()
         self.written_seq = last_seq
-        n = self._written_commits = self._written_commits + count_commits
-        if self._linger_until and n >= self._linger_until:  # a lingering leader's group is full: wake it
-            with self._mu:
-                wake = self._linger_wake
-                if wake is not None and n >= self._linger_until:  # (that leader's: it clears both under _mu)
-                    self._linger_wake = None
-                    wake.release()
+        self._written_commits += count_commits  # (a forming group's commit that completes it leads its sync: lsm/wal/sync.py)
         self.segment_records += count_commits
         self.bytes_written += len(record)
 

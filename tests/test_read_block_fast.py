@@ -1,0 +1,165 @@
+"""TableReader._load_block's one-frame path for the common data block (crc
+checked, LZ4 or raw, a consistent layout; lsm/sstable/reader.py): it must
+give the view the generic path (unframe_block + BlockView) gives, and every
+block it cannot vouch for must end in the generic path's CorruptionError,
+naming the file and the block offset."""
+
+from __future__ import annotations
+
+import pytest
+
+import lsm
+from lsm.base import compression
+from lsm.base.checksum import masked_crc
+from lsm.base.errors import CorruptionError
+from lsm.base.fs import FileSystem
+from lsm.sstable.block import BLOCK_TRAILER, BlockView, encode_block, frame_block, unframe_block
+from lsm.sstable.reader import TableReader
+
+FS = FileSystem()
+KEYS = [b"%08d" % i for i in range(800)]
+
+
+def _value(i: int) -> bytes:
+    return (b"value-%d-" % (i % 97)) * 6
+
+
+def _table(tmp_path, codec: str) -> str:
+    path = tmp_path / codec
+    with lsm.open(str(path), background="inline", memtable_size=1 << 20, compression=codec) as db:
+        for i, k in enumerate(KEYS):
+            db.put(k, _value(i))
+        db.flush()
+    return next(str(p) for p in path.iterdir() if p.suffix == ".sst")
+
+
+def _same(a: BlockView, b: BlockView) -> None:
+    assert (a.n, a.p, a.o.tolist(), a.t.tolist()) == (b.n, b.p, b.o.tolist(), b.t.tolist())
+
+
+@pytest.mark.parametrize("codec", ["lz4", "none", "zstd"])
+@pytest.mark.parametrize("mapped", [True, False])
+def test_fast_path_gives_the_generic_view_for_every_block(tmp_path, codec, mapped):
+    r = TableReader.open(FS, _table(tmp_path, codec), file_number=1, mapped=mapped)
+    try:
+        assert len(r._boffs) > 3
+        for off, n in zip(r._boffs, r._bsizes):
+            data = r.file.pread(off, n)
+            generic = BlockView(unframe_block(data, True))
+            _same(r._load_block(off, n, True), generic)
+            _same(r._load_block_checked(off, n, True, data), generic)
+            _same(r._load_block(off, n, False), generic)
+        for i, k in enumerate(KEYS):
+            e = r.get_entry(k, 1 << 40)
+            assert e is not None and e[0] == k and e[2] == _value(i)
+        assert r.get_entry(b"%08d." % 5, 1 << 40) is None
+    finally:
+        r.close()
+
+
+def _frame(stored: bytes, cid: int, usize: int) -> bytes:
+    head = BLOCK_TRAILER.pack(cid, usize, 0)[:5]
+    return stored + BLOCK_TRAILER.pack(cid, usize, masked_crc(stored + head))
+
+
+def _payload(n: int = 30) -> bytes:
+    return encode_block(
+        [b"key%03d" % i for i in range(n)], [(i + 1) << 8 | 1 for i in range(n)], [b"v" * 40] * n
+    )
+
+
+def _bad_blocks() -> list[tuple[str, bytes, str]]:
+    """(case, framed block with a valid crc, what the error must say)."""
+    p = _payload()
+    lz = compression.compress(compression.LZ4, p)
+    bad_offsets = bytearray(p)
+    bad_offsets[4] ^= 1  # offsets[0] no longer 16n+8
+    bad_end = bytearray(p)
+    bad_end[4 + 4 * 60] ^= 1  # offsets[2n] (n = 30) no longer the payload's length
+    damaged = bytearray(lz)
+    damaged[len(lz) // 2 :] = b"\xff" * (len(lz) - len(lz) // 2)
+    return [
+        ("lz4 size one more", _frame(lz, compression.LZ4, len(p) + 1), "lz4"),
+        ("lz4 size one less", _frame(lz, compression.LZ4, len(p) - 1), "lz4"),
+        ("lz4 size past the ratio", _frame(lz, compression.LZ4, 300 * len(lz)), "cannot hold"),
+        ("lz4 stream damaged", _frame(bytes(damaged), compression.LZ4, len(p)), "lz4"),
+        (
+            "lz4 offsets off",
+            _frame(compression.compress(compression.LZ4, bytes(bad_offsets)), compression.LZ4, len(p)),
+            "offsets",
+        ),
+        (
+            "lz4 offsets end off",
+            _frame(compression.compress(compression.LZ4, bytes(bad_end)), compression.LZ4, len(p)),
+            "offsets",
+        ),
+        ("raw size claim", _frame(p, compression.NONE, len(p) + 3), "claims"),
+        ("raw offsets off", _frame(bytes(bad_offsets), compression.NONE, len(p)), "offsets"),
+        (
+            "raw too many entries",
+            _frame(b"\xff\x00\x00\x00" + p[4:], compression.NONE, len(p)),
+            "cannot hold",
+        ),
+        ("raw empty block", _frame(encode_block([], [], []), compression.NONE, 8), "empty data block"),
+        ("raw too short", _frame(b"\x01\x00", compression.NONE, 2), "too short"),
+        ("unknown codec", _frame(p, 9, len(p)), "compression"),
+    ]
+
+
+@pytest.mark.parametrize("case,block,says", _bad_blocks(), ids=[c[0] for c in _bad_blocks()])
+def test_fast_path_refusals_raise_the_generic_corruption_error(tmp_path, case, block, says):
+    r = TableReader.open(FS, _table(tmp_path, "lz4"), file_number=1, mapped=True)
+    try:
+        at = 4096
+        r._map = b"\x00" * at + block  # a block read is a slice of the map
+        with pytest.raises(CorruptionError, match=says) as ei:
+            r._load_block(at, len(block), True)
+        assert ei.value.path == r.path and ei.value.offset == at, case
+        bad = bytearray(block)
+        bad[0] ^= 0x40  # the same block with its crc no longer matching
+        r._map = b"\x00" * at + bytes(bad)
+        with pytest.raises(CorruptionError, match="checksum") as ei:
+            r._load_block(at, len(bad), True)
+        assert ei.value.offset == at
+    finally:
+        r._map = None
+        r.close()
+
+
+def test_a_good_block_at_a_fake_offset_loads(tmp_path):
+    """The harness of the refusal test reads a valid block as such."""
+    r = TableReader.open(FS, _table(tmp_path, "lz4"), file_number=1, mapped=True)
+    try:
+        p = _payload()
+        stored, trailer = frame_block(p, compression.LZ4)
+        r._map = b"\x00" * 100 + stored + trailer
+        b = r._load_block(100, len(stored) + len(trailer), True)
+        _same(b, BlockView(p))
+        assert b.find(b"key007", 1 << 40) == (b"key007", 8 << 8 | 1, b"v" * 40)
+    finally:
+        r._map = None
+        r.close()
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+def test_damaged_table_byte_is_corruption_on_get(tmp_path, mapped):
+    """A flipped byte in a data block on disk: the get that reads it raises
+    CorruptionError naming the file and the block's offset."""
+    path = _table(tmp_path, "lz4")
+    r = TableReader.open(FS, path, file_number=1)
+    i = 2
+    off, n, key = r._boffs[i], r._bsizes[i], r._ikeys[i]
+    r.close()
+    with open(path, "r+b") as f:
+        f.seek(off + n // 3)
+        b = f.read(1)
+        f.seek(off + n // 3)
+        f.write(bytes([b[0] ^ 0x10]))
+    r = TableReader.open(FS, path, file_number=1, mapped=mapped)
+    try:
+        with pytest.raises(CorruptionError, match="checksum") as ei:
+            r.get_entry(key, 1 << 40)
+        assert ei.value.path == path and ei.value.offset == off
+        assert r.get_entry(KEYS[0], 1 << 40) is not None  # other blocks still read
+    finally:
+        r.close()
