@@ -333,7 +333,7 @@ def test_fence_while_a_group_forms_releases_its_waiters():
     fence opens its gate; both committers raise NeedsRecoveryError (none
     hangs, none returns as if durable), nothing more is written or
     synced, and no group is left forming."""
-    from tests.test_wal_writer_races import LingerSpy, Run, _group_of_three, _poll, in_sync_to
+    from tests.test_wal_writer_races import LingerSpy, _first_two_of_a_group, _group_of_three
 
     fs = GateFS()
     log = Log(fs)
@@ -341,14 +341,7 @@ def test_fence_while_a_group_forms_releases_its_waiters():
     _group_of_three(log)
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()  # the first waits without a timeout: only the gate ends its wait
-    a = log.append(FULL)
-    first = Run(lambda: w.commit_wait(a, FULL), "first")
-    first.start()
-    assert spy.lingering.wait(5)
-    b = log.append(FULL)
-    second = Run(lambda: w.commit_wait(b, FULL), "second")
-    second.start()
-    _poll(lambda: in_sync_to(second))
+    first, second, _ = _first_two_of_a_group(log, log.append(FULL), spy)
     assert w._forming
     w._fence(OSError(errno.EIO, "another commit's write failed"))
     for run in (first, second):
@@ -364,7 +357,7 @@ def test_close_without_sync_while_a_group_forms_releases_its_waiters():
     run; its first committer (the timer) raises ClosedError when its time
     is up and opens the group's gate, so the second committer raises too
     instead of waiting forever."""
-    from tests.test_wal_writer_races import LingerSpy, Run, _group_of_three, _poll, in_sync_to
+    from tests.test_wal_writer_races import LingerSpy, _first_two_of_a_group, _group_of_three
 
     fs = GateFS()
     log = Log(fs)
@@ -372,14 +365,7 @@ def test_close_without_sync_while_a_group_forms_releases_its_waiters():
     _group_of_three(log)
     closed = __import__("threading").Event()
     w._linger_wait = spy = LingerSpy(on_wait=lambda: closed.wait(5) or True)  # times out once closed
-    a = log.append(FULL)
-    first = Run(lambda: w.commit_wait(a, FULL), "first")
-    first.start()
-    assert spy.lingering.wait(5)
-    b = log.append(FULL)
-    second = Run(lambda: w.commit_wait(b, FULL), "second")
-    second.start()
-    _poll(lambda: in_sync_to(second))
+    first, second, _ = _first_two_of_a_group(log, log.append(FULL), spy)
     w.close(sync=False)
     closed.set()
     for run in (first, second):

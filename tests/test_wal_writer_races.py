@@ -446,6 +446,22 @@ def _group_of_three(log: Log) -> None:
     assert log.w._last_group == 3
 
 
+def _first_two_of_a_group(log: Log, a: int, spy: LingerSpy, wait: float = 5.0) -> tuple[Run, Run, int]:
+    """Start the first committer of a forming group (commit ``a``: it forms
+    the group and waits with its timer, ``spy``) and a second (a new FULL
+    commit that joins the group and waits on its gate); return both runs
+    and the second's seq once both wait."""
+    w = log.w
+    first = Run(lambda: w.commit_wait(a, FULL), "first")
+    first.start()
+    assert spy.lingering.wait(wait)
+    b = log.append(FULL)
+    second = Run(lambda: w.commit_wait(b, FULL), "second")
+    second.start()
+    _poll(lambda: in_sync_to(second))  # best effort: the joiner usually waits on the gate by now
+    return first, second, b
+
+
 def test_commit_that_completes_a_forming_group_leads_its_sync():
     """After a sync of three, the next group forms for three commits: the
     thread that formed it waits (its timer), the second commit waits on
@@ -459,13 +475,7 @@ def test_commit_that_completes_a_forming_group_leads_its_sync():
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
-    first = Run(lambda: w.commit_wait(a, FULL), "first")
-    first.start()
-    assert spy.lingering.wait(TIMEOUT)
-    b = log.append(FULL)
-    second = Run(lambda: w.commit_wait(b, FULL), "second")
-    second.start()
-    _poll(lambda: in_sync_to(second))  # best effort: the joiner usually waits on the gate by now
+    first, second, b = _first_two_of_a_group(log, a, spy, TIMEOUT)
     assert w.syncs == syncs and w._forming  # not full yet: nobody leads
     c = log.append(FULL)
     w.commit_wait(c, FULL)  # completes the group: leads its sync here
@@ -524,13 +534,7 @@ def test_next_group_waits_for_the_released_and_the_staged_behind():
     assert w.durable_seq == b and w._last_group == 2 and w._want == 3
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()  # no timeout: only the group's sync ends the first's wait
-    first = Run(lambda: w.commit_wait(c, FULL), "first")
-    first.start()
-    assert spy.lingering.wait(TIMEOUT)
-    d = log.append(FULL)
-    second = Run(lambda: w.commit_wait(d, FULL), "second")
-    second.start()
-    _poll(lambda: in_sync_to(second))
+    first, second, d = _first_two_of_a_group(log, c, spy, TIMEOUT)
     assert w.syncs == syncs and w._forming  # two of three: nobody leads yet
     e = log.append(FULL)
     w.commit_wait(e, FULL)  # completes the group of three: leads here

@@ -198,6 +198,16 @@ def test_frozen_entries_pickle_as_columns_when_every_key_has_one_version():
 
 
 # ---------------------------------------------------------------- table writer
+def _add_in_chunks(w: TableWriter, entries: list, rng: random.Random, most: int) -> None:
+    """Feed ``entries`` to ``w.add_columns`` in random chunks of 1 to ``most - 1``."""
+    i = 0
+    while i < len(entries):
+        j = i + rng.randrange(1, most)
+        chunk = entries[i:j]
+        w.add_columns([e[0] for e in chunk], [e[1] for e in chunk], [e[2] for e in chunk])
+        i = j
+
+
 def _table(fs: CrashFS, name: str, block_size: int, entries: list, split: int, bulk: bool) -> bytes:
     w = TableWriter(fs, name, block_size=block_size, compression=compression.NONE if block_size < 100 else
                     compression.ZSTD)
@@ -221,7 +231,7 @@ def test_add_columns_writes_the_same_table_as_add(block_size):
     rng = random.Random(_seed())
     fs = CrashFS()
     for trial in range(20):
-        keys = sorted(set(rng.randbytes(rng.randrange(1, 12)) for _ in range(rng.randrange(1, 400))))
+        keys = sorted({rng.randbytes(rng.randrange(1, 12)) for _ in range(rng.randrange(1, 400))})
         entries = [(k, ((i + 1) << 8) | rng.choice((PUT, DELETE)), rng.randbytes(rng.randrange(0, 300)))
                    for i, k in enumerate(keys)]
         split = rng.randrange(len(entries) + 1)
@@ -249,12 +259,7 @@ def test_add_columns_of_fixed_size_entries_writes_the_same_table_as_add(vl):
             entries[1] = (k, t, v + b"!")  # one value longer
         w = TableWriter(fs, f"f{trial}.sst", block_size=block_size,
                         compression=rng.choice((compression.NONE, compression.LZ4)))
-        i = 0
-        while i < len(entries):
-            j = i + rng.randrange(1, 300)
-            chunk = entries[i:j]
-            w.add_columns([e[0] for e in chunk], [e[1] for e in chunk], [e[2] for e in chunk])
-            i = j
+        _add_in_chunks(w, entries, rng, 300)
         w.finish()
         ref = TableWriter(fs, f"g{trial}.sst", block_size=block_size, compression=w._compression)
         ref.add_many(entries)
@@ -307,12 +312,7 @@ def test_add_columns_in_chunks_writes_the_same_table_as_add():
         entries = [(k, ((i + 1) << 8) | rng.choice((PUT, DELETE)), rng.randbytes(rng.randrange(0, 300)))
                    for i, k in enumerate(keys)]
         w = TableWriter(fs, f"c{trial}.sst", block_size=block_size, compression=compression.ZSTD)
-        i = 0
-        while i < len(entries):
-            j = i + rng.randrange(1, 200)
-            chunk = entries[i:j]
-            w.add_columns([e[0] for e in chunk], [e[1] for e in chunk], [e[2] for e in chunk])
-            i = j
+        _add_in_chunks(w, entries, rng, 200)
         props = w.finish()
         assert props.num_entries == len(entries)
         assert fs.read_file(f"c{trial}.sst") == _table(fs, f"d{trial}.sst", block_size, entries, len(entries), False)
