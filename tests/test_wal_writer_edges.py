@@ -372,3 +372,37 @@ def test_close_without_sync_while_a_group_forms_releases_its_waiters():
         run.finish()
         assert isinstance(run.error, ClosedError), (run.name, run.error)
     assert not w._forming and w._sync_gate is None
+
+
+def test_close_without_sync_releases_the_waiters_of_the_designated_next_leader():
+    """A sync runs (held); commit B waits to lead the next sync (the
+    designated leader, ``_next_gate``) and commit C waits on that next
+    sync's gate. close(sync=False), then the running sync succeeds (as an
+    fdatasync already in the kernel does when another thread closes the
+    descriptor: the test defers CrashFS's close until it ends): B finds
+    the writer closed and raises ClosedError; it must open the gate it was
+    to lead, or C waits forever."""
+    from tests.test_wal_writer_races import _poll, in_sync_to
+
+    fs = GateFS()
+    log = Log(fs)
+    w = log.w
+    ta, hold, a = _leader_held_in_sync(fs, log)
+    b = log.append(FULL)  # staged behind the running sync
+    tb = Run(lambda: w.commit_wait(b, FULL), "designated")
+    tb.start()
+    assert _poll(lambda: w._next_gate is not None)  # B is the next sync's leader
+    c = log.append(FULL)
+    tc = Run(lambda: w.commit_wait(c, FULL), "waiter")
+    tc.start()
+    _poll(lambda: in_sync_to(tc))
+    f, w._file = w._file, type("Deferred", (), {"close": lambda self: None})()  # close() drops it, not f
+    w.close(sync=False)
+    hold.release()
+    assert ta.finish().error is None, ta.error
+    f.close()
+    for run in (tb, tc):
+        run.finish()
+        assert isinstance(run.error, ClosedError), (run.name, run.error)
+    assert w._next_gate is None and w.fenced is None
+    assert w.durable_seq == a

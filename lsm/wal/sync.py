@@ -194,6 +194,9 @@ class GroupSync:
                         self._forming = False
                         self._sync_gate = None
                         timer.release()
+                    if designated is not None and self._next_gate is designated:  # the next sync's waiters too
+                        self._next_gate = None
+                        designated.release()
                     raise ClosedError(f"WAL writer for {self.wal_dir} is closed: commit {seq} cannot be made durable")
                 if cur is None:  # no group: form one (it covers every record staged before its claim)
                     gate = self._next_gate
