@@ -127,7 +127,7 @@ def _lz4_exact(data: bytes | memoryview, size: int) -> bytes:
     if size > _LZ4_MAX_RATIO * len(data):
         raise ValueError(f"lz4 block of {len(data)} bytes cannot hold {size} bytes")
     try:
-        out = _lz4_decompress(data, uncompressed_size=size)
+        out = _lz4_decompress(data, size)  # positional: keyword parsing cost ~1,000 instructions a block
     except _lz4.LZ4BlockError as e:
         raise ValueError(f"lz4: {e}") from None
     if len(out) != size:

@@ -38,14 +38,11 @@ from array import array
 from bisect import bisect_left
 from typing import Final
 
-import lz4.block as _lz4_block
-from crc32c import crc32c as _crc32c
-
-from lsm.base.checksum import _MASK_DELTA
+from lsm.base.checksum import masked_crc as _masked_crc
 from lsm.base.coding import ValueKind
-from lsm.base.compression import _LZ4_MAX_RATIO
 from lsm.base.compression import LZ4 as _LZ4
 from lsm.base.compression import NONE as _NONE
+from lsm.base.compression import _lz4_exact
 from lsm.base.errors import ClosedError, CorruptionError
 from lsm.base.fs import FileSystem, ReadableFile
 from lsm.base.rangedel import RangeDels
@@ -73,8 +70,6 @@ __all__ = ["TableReader"]
 _TRAILER_UNPACK: Final = BLOCK_TRAILER.unpack_from
 _U32_UNPACK: Final = struct.Struct("<I").unpack_from
 _LITTLE: Final = sys.byteorder == "little"
-_lz4_decompress: Final = _lz4_block.decompress
-_LZ4BlockError: Final = _lz4_block.LZ4BlockError
 _new_view: Final = object.__new__
 
 Entry = tuple[bytes, int, bytes]
@@ -309,9 +304,10 @@ class TableReader(TableScan):
         checked to never decrease).
 
         The common block (crc checked, LZ4 or stored raw, a consistent
-        layout) is done here in one frame: the trailer, crc32c, LZ4 and the
-        view's arrays, the same checks as :func:`unframe_block` and
-        :class:`BlockView` make, without their five nested calls (point
+        layout) is done here with the shared ``masked_crc`` and
+        ``decompress``: the trailer, crc, codec and the view's arrays, the
+        same checks as :func:`unframe_block` and :class:`BlockView` make,
+        without their nested calls (point
         reads in docs/benchmarks.md: a missed block of readrandom). Anything
         else, a failed check included, takes :meth:`_load_block_checked`,
         which decides again and raises the precise CorruptionError."""
@@ -324,17 +320,11 @@ class TableReader(TableScan):
         if verify and s > 0 and len(data) == n:
             cid, usize, stored = _TRAILER_UNPACK(data, s)
             mv = memoryview(data)
-            c = _crc32c(mv[: s + 5])
-            if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF == stored:
-                p = None
-                if cid == _LZ4:
-                    if usize <= _LZ4_MAX_RATIO * s:
-                        try:
-                            p = _lz4_decompress(mv[:s], usize)
-                        except _LZ4BlockError:
-                            pass
-                elif cid == _NONE:
-                    p = data[:s]
+            if _masked_crc(mv[: s + 5]) == stored and (cid == _LZ4 or cid == _NONE):
+                try:
+                    p = _lz4_exact(mv[:s], usize) if cid == _LZ4 else data[:s]
+                except ValueError:
+                    p = None
                 if p is not None and len(p) == usize and usize >= 8:
                     nb = _U32_UNPACK(p)[0]
                     base = 16 * nb + 8
