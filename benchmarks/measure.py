@@ -23,6 +23,7 @@ import math
 import os
 import resource
 import sys
+import time
 from array import array
 
 TIMELINE_INTERVAL_NS = 100_000_000
@@ -165,6 +166,32 @@ def peak_rss_mb(method: str) -> tuple[float, float]:
 def current_rss_mb() -> float:
     kb = _status_kb("self", "VmRSS")
     return (kb or 0) / 1024.0
+
+
+# --------------------------------------------------------------------- CPU
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of this process, every thread, user + system; CPU
+    seconds of its live children, e.g. lsm's flush and compaction worker
+    processes), cumulative. Taken around a timed region, the difference is
+    what the engine burned there: a rate that fell while CPU per op held
+    means the process waited (for the CPU, the disk, a lock), not that the
+    engine got slower. Children are read from /proc/PID/stat in clock
+    ticks (10 ms), so their figure is coarse; a child that exits inside the
+    region is missed."""
+    own = time.process_time()
+    ticks = 0
+    for pid in _children_pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return own, ticks / _CLK_TCK
 
 
 # --------------------------------------------------------------------- I/O

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from benchmarks import data, loops
 from benchmarks.bgsample import BgSampler, split_rate
 from benchmarks.engines import Adapter, Unsupported
+from benchmarks.figures import cpu_figures, lsm_figures
 from benchmarks.measure import (
     Progress,
     Recorder,
+    cpu_seconds,
     current_rss_mb,
     io_write_bytes,
     latency_summary,
@@ -46,16 +48,6 @@ SYNCED = frozenset({"fillsync", "fillsync_threads"})
 SETTLE = frozenset({"fillseq", "fillrandom", "fillbatch", "overwrite", "deleterandom", "readwhilewriting"})
 """Workloads after which ``--settle`` waits for lsm's background work."""
 SETTLE_TIMEOUT = 600.0
-LSM_COUNTERS = (
-    "user_bytes_written",
-    "wal_bytes_written",
-    "sst_bytes_written",
-    "flush_bytes_written",
-    "compaction_bytes_written",
-    "stall_seconds",
-    "flush_count",
-    "compaction_count",
-)
 
 
 @dataclass
@@ -116,6 +108,14 @@ class Outcome:
     user_bytes: int = 0
     unit: str = "op"
     extra: dict = field(default_factory=dict)
+    cpu: tuple[float, float] | None = None
+    """CPU seconds over the timed part: (this process, its children);
+    ``cpu_seconds()`` after the clock stops minus before it starts."""
+
+
+def _cpu_since(before: tuple[float, float]) -> tuple[float, float]:
+    own, children = cpu_seconds()
+    return own - before[0], children - before[1]
 
 
 # --------------------------------------------------------------- workloads
@@ -151,15 +151,17 @@ class Runner:
         rec, put, nextv = Recorder(n), self.db.putter(level), self._values()
         progress = self._progress(n, name)
         sampler = self._sampler()
+        cpu0 = cpu_seconds()
         start = time.perf_counter_ns()
         loops.put_range(put, keys, nextv, 0, n, rec, progress)
         stop = time.perf_counter_ns()
+        cpu = _cpu_since(cpu0)
         progress.close()
         b = n * self.cfg.entry_bytes
         extra = {}
         if sampler is not None:
             extra = split_rate(sampler.stop(), rec.ends) or {}
-        return Outcome(n, start, stop, rec, [(0, n)], b, user_bytes=b, extra=extra)
+        return Outcome(n, start, stop, rec, [(0, n)], b, user_bytes=b, extra=extra, cpu=cpu)
 
     def _sampler(self) -> BgSampler | None:
         """A started compaction sampler, for engines that report their
@@ -201,6 +203,7 @@ class Runner:
         rec, write = Recorder(batches), self.db.batch_writer("off")
         lat, ends, pc = rec.lat, rec.ends, time.perf_counter_ns
         progress = self._progress(n, name)
+        cpu0 = cpu_seconds()
         start = pc()
         for b in range(batches):
             pairs = [(k, nextv()) for k in keys[b * bs : (b + 1) * bs]]
@@ -211,11 +214,21 @@ class Runner:
             ends[b] = t1
             progress.update(len(pairs))
         stop = pc()
+        cpu = _cpu_since(cpu0)
         progress.close()
         self.state.filled(n)
         nb = n * self.cfg.entry_bytes
         return Outcome(
-            n, start, stop, rec, [(0, batches)], nb, user_bytes=nb, unit="batch", extra={"batch_size": bs}
+            n,
+            start,
+            stop,
+            rec,
+            [(0, batches)],
+            nb,
+            user_bytes=nb,
+            unit="batch",
+            extra={"batch_size": bs},
+            cpu=cpu,
         )
 
     def fillsync_threads(self, name):
@@ -233,32 +246,40 @@ class Runner:
             finally:
                 self.db.release_handle(h)
 
+        cpu0 = cpu_seconds()
         start, stop = loops.parallel(t, work)
+        cpu = _cpu_since(cpu0)
         progress.close()
         self.state.filled(n)
         nb = n * cfg.entry_bytes
-        return Outcome(n, start, stop, rec, [(0, n)], nb, user_bytes=nb, extra={"threads": t})
+        return Outcome(n, start, stop, rec, [(0, n)], nb, user_bytes=nb, extra={"threads": t}, cpu=cpu)
 
     def deleterandom(self, name):
         kc, n = self.state.key_count, self.cfg.num
         perm = data.permutation(kc, self._seed(name))
         indices = [perm[i % kc] for i in range(n)]
-        rec, progress = Recorder(n), self._progress(n, name)
+        rec, progress, keys = Recorder(n), self._progress(n, name), self._keys(indices)
+        cpu0 = cpu_seconds()
         start = time.perf_counter_ns()
-        loops.void_range(self.db.deleter("off"), self._keys(indices), 0, n, rec, progress)
+        loops.void_range(self.db.deleter("off"), keys, 0, n, rec, progress)
         stop = time.perf_counter_ns()
+        cpu = _cpu_since(cpu0)
         progress.close()
         for i in indices:
             self.state.present[i] = 0
-        return Outcome(n, start, stop, rec, [(0, n)], n * self.cfg.key_size, user_bytes=n * self.cfg.key_size)
+        return Outcome(
+            n, start, stop, rec, [(0, n)], n * self.cfg.key_size, user_bytes=n * self.cfg.key_size, cpu=cpu
+        )
 
     # -- reads
     def _point_reads(self, name, keys, expected, op, unit="op", per_hit=None):
         n = len(keys)
         rec, progress = Recorder(n), self._progress(n, name)
+        cpu0 = cpu_seconds()
         start = time.perf_counter_ns()
         found, total = loops.unary_range(op, keys, 0, n, rec, progress)
         stop = time.perf_counter_ns()
+        cpu = _cpu_since(cpu0)
         progress.close()
         nbytes = total * per_hit if per_hit else total + found * self.cfg.key_size
         self._check_found(name, found, expected, n)
@@ -271,6 +292,7 @@ class Runner:
             nbytes,
             unit=unit,
             extra={"found": found, "expected_found": expected},
+            cpu=cpu,
         )
 
     def _check_found(self, name, found, expected, n):
@@ -302,9 +324,11 @@ class Runner:
         limit = min(self.cfg.num, self.state.key_count)
         expected = min(limit, self.state.live())
         rec, progress = Recorder(limit), self._progress(limit, name)
+        cpu0 = cpu_seconds()
         start = time.perf_counter_ns()
         n, nbytes = loops.scan_range(self.db.scan(reverse), limit, rec, progress)
         stop = time.perf_counter_ns()
+        cpu = _cpu_since(cpu0)
         progress.close()
         self._check_found(name, n, expected, limit)
         return Outcome(
@@ -316,6 +340,7 @@ class Runner:
             nbytes,
             unit="entry",
             extra={"found": n, "expected_found": expected},
+            cpu=cpu,
         )
 
     def readseq(self, name):
@@ -373,12 +398,14 @@ class Runner:
 
         sampler = self._sampler()
         wt = threading.Thread(target=writer, daemon=True)
+        cpu0 = cpu_seconds()
         wt.start()
         try:
             start, stop = loops.parallel(t, reader)
         finally:
             stop_writer.set()
             wt.join()
+        cpu = _cpu_since(cpu0)
         progress.close()
         split = split_rate(sampler.stop(), wends) if sampler is not None else None
         wsum = latency_summary(wlat)["latency_us"]
@@ -404,30 +431,35 @@ class Runner:
                 "writer_latency_us": wsum,
                 **(split or {}),
             },
+            cpu=cpu,
         )
 
     # -- maintenance
     def compact(self, name):
         rec = Recorder(1)
+        cpu0 = cpu_seconds()
         start = time.perf_counter_ns()
         self.db.compact()
         stop = time.perf_counter_ns()
+        cpu = _cpu_since(cpu0)
         rec.lat[0], rec.ends[0] = stop - start, stop
         live = self.state.live() * self.cfg.entry_bytes
-        return Outcome(1, start, stop, rec, [(0, 1)], live, unit="compaction")
+        return Outcome(1, start, stop, rec, [(0, 1)], live, unit="compaction", cpu=cpu)
 
     def ingest(self, name):
         n = self.cfg.num
         keys, nextv = self._keys(data.permutation(n, self._seed(name))), self._values()
         pairs = [(k, nextv()) for k in keys]  # random order: the engine sorts
         rec = Recorder(1)
+        cpu0 = cpu_seconds()
         start = time.perf_counter_ns()
         self.db.ingest(iter(pairs))
         stop = time.perf_counter_ns()
+        cpu = _cpu_since(cpu0)
         rec.lat[0], rec.ends[0] = stop - start, stop
         self.state.filled(n)
         nb = n * self.cfg.entry_bytes
-        return Outcome(n, start, stop, rec, [(0, 1)], nb, user_bytes=nb, unit="ingest call")
+        return Outcome(n, start, stop, rec, [(0, 1)], nb, user_bytes=nb, unit="ingest call", cpu=cpu)
 
     # -- driver
     def _load(self, name):
@@ -565,10 +597,12 @@ class Runner:
         io = None
         if before["io"] is not None and after["io"] is not None:
             io = after["io"] - before["io"]
+        if out.cpu is not None:
+            extra.update(cpu_figures(out.cpu, out.ops, seconds))
         extra["io_write_bytes"] = io
         extra["write_amp_io"] = io / out.user_bytes if io is not None and out.user_bytes else None
         if after["stats"] is not None:
-            extra.update(_lsm_figures(before["stats"] or {}, after["stats"]))
+            extra.update(lsm_figures(before["stats"] or {}, after["stats"]))
         if name in SYNCED and cfg.num > cfg.sync_num:
             extra["ops_note"] = f"--num reduced to --sync-num {cfg.sync_num} for a synced workload"
         return {
@@ -588,43 +622,3 @@ class Runner:
 def _snapshot(db: Adapter) -> dict:
     stats = db.stats()
     return {"stats": stats, "io": io_write_bytes(), "disk_bytes": db.disk_bytes()}
-
-
-def _lsm_figures(before: dict, after: dict) -> dict:
-    """Per-workload deltas of lsm's counters and the derived write amp."""
-    out: dict = {}
-    for key in LSM_COUNTERS:
-        a, b = after.get(key), before.get(key, 0)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a >= b:
-            out[key] = a - b
-        else:
-            out[key] = None
-    user = out.get("user_bytes_written")
-    wal, sst = out.get("wal_bytes_written"), out.get("sst_bytes_written")
-    if user and wal is not None and sst is not None:
-        out["write_amp"] = (wal + sst) / user
-    else:
-        out["write_amp"] = None
-    # Target 8 of issue 7: SSTable bytes (flush + compaction) per user byte,
-    # WAL excluded; background work still queued at the end is not in it
-    # (see ``sst_write_amp_settled`` with --settle).
-    out["sst_write_amp"] = sst / user if user and sst is not None else None
-    out["stall_max_seconds"] = after.get("stall_max_seconds")
-    levels = after.get("levels")
-    if isinstance(levels, list):
-        out["levels"] = [
-            {"files": lv.get("files"), "bytes": lv.get("bytes")} if isinstance(lv, dict) else lv
-            for lv in levels
-        ]
-    out["lsm_stats"] = _jsonable(after)
-    return out
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -120,6 +121,14 @@ def test_every_workload_sqlite3(tmp_path):
     assert "synchronous=OFF" in got["fillrandom"]["extra"]["durability"]
     for line in ("python:", "cpu:", "disk (db):", "keys:"):
         assert line in stdout
+    # Every timed part carries the CPU it used, so a rate that fell can be
+    # told from a process that waited (benchmarks/figures.py, cpu_figures).
+    for name, r in got.items():
+        x = r["extra"]
+        assert x["cpu_seconds"] >= 0 and x["cpu_children_seconds"] >= 0, name
+        cpu = x["cpu_seconds"] + x["cpu_children_seconds"]
+        assert x["cpu_per_op_us"] == pytest.approx(cpu * 1e6 / r["ops"])
+        assert x["cpu_share"] == pytest.approx(cpu / r["seconds"])
 
 
 def test_every_workload_lsm(tmp_path):
@@ -253,6 +262,31 @@ def test_percentile_is_nearest_rank():
     assert measure.percentile([], 50) == 0
     s = measure.latency_summary([5000, 1000, 3000, 2000, 4000])["latency_us"]
     assert s == {"p50": 3.0, "p99": 5.0, "p999": 5.0, "max": 5.0}
+
+
+def test_cpu_seconds_counts_this_process_and_its_live_children():
+    # A child that burns 0.3 s of its own CPU, then waits for its stdin to
+    # close: while it lives, its CPU is in the children's figure.
+    burn = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    own0, children0 = measure.cpu_seconds()
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn + "print('burnt', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "burnt\n"
+        own1, children1 = measure.cpu_seconds()
+    finally:
+        child.stdin.close()
+        child.wait()
+    assert children1 - children0 >= 0.25  # clock ticks of 10 ms at worst
+    t = time.process_time()
+    while time.process_time() - t < 0.1:
+        pass
+    own2, _ = measure.cpu_seconds()
+    assert own1 >= own0 and own2 - own1 >= 0.1
 
 
 def test_timeline_counts_every_op_in_its_interval():

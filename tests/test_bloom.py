@@ -1,6 +1,9 @@
-"""The sstable bloom filter: no false negatives, ~1% false positives at 10
-bits/key, the specified hash (stable across processes: pinned bit
-positions), probe count, and rejection of malformed filters."""
+"""The Roaring (legacy) sstable bloom filter, still read from tables written
+before session 8 and built by RoaringBloomBuilder for these tests: no false
+negatives, ~1% false positives at 10 bits/key, the specified hash (stable
+across processes: pinned bit positions), probe count, and rejection of
+malformed filters. The blocked filter tables write now:
+tests/test_bloom_blocked.py."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import pytest
 from crc32c import crc32c
 from pyroaring import BitMap
 
-from lsm.sstable.bloom import FILTER_HEADER, BloomBuilder, BloomFilter, num_probes
+from lsm.sstable.bloom import FILTER_HEADER, num_probes
+from lsm.sstable.bloom import RoaringBloomBuilder as BloomBuilder
+from lsm.sstable.bloom import RoaringBloomFilter as BloomFilter
 
 
 def spec_bits(key: bytes, k: int, m: int) -> list[int]:
@@ -87,7 +92,7 @@ def test_pinned_positions():
 def test_stable_in_another_process():
     keys = [b"k%d" % i for i in range(100)]
     data = BloomFilter.build(keys, 10)
-    code = "import sys; from lsm.sstable.bloom import BloomFilter; sys.stdout.write(BloomFilter.build([b'k%d' % i for i in range(100)], 10).hex())"
+    code = "import sys; from lsm.sstable.bloom import RoaringBloomFilter as BloomFilter; sys.stdout.write(BloomFilter.build([b'k%d' % i for i in range(100)], 10).hex())"
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True, text=True)
     assert bytes.fromhex(out.stdout) == data

@@ -6,7 +6,7 @@ from lsm.options import Options, Sync
 
 def test_defaults_validate():
     o = Options().validate()
-    assert o.sync is Sync.FULL and o.bloom_bits_per_key == 10
+    assert o.sync is Sync.FULL and o.bloom_bits_per_key == 13
 
 
 @pytest.mark.parametrize(

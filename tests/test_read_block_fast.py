@@ -14,7 +14,7 @@ from lsm.base.checksum import masked_crc
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
 from lsm.sstable.block import BLOCK_TRAILER, BlockView, encode_block, frame_block, unframe_block
-from lsm.sstable.reader import TableReader
+from lsm.sstable.reader import _LAYOUTS, TableReader
 
 FS = FileSystem()
 KEYS = [b"%08d" % i for i in range(800)]
@@ -111,6 +111,12 @@ def test_fast_path_refusals_raise_the_generic_corruption_error(tmp_path, case, b
     r = TableReader.open(FS, _table(tmp_path, "lz4"), file_number=1, mapped=True)
     try:
         at = 4096
+        # _payload()'s fixed-size layout learned first: a damaged block of
+        # its size must still be refused when its head differs.
+        good = b"".join(frame_block(_payload(), compression.LZ4))
+        r._map = b"\x00" * at + good
+        assert r._load_block(at, len(good), True).p == _payload()
+        assert len(_payload()) in _LAYOUTS
         r._map = b"\x00" * at + block  # a block read is a slice of the map
         with pytest.raises(CorruptionError, match=says) as ei:
             r._load_block(at, len(block), True)
@@ -162,4 +168,41 @@ def test_damaged_table_byte_is_corruption_on_get(tmp_path, mapped):
         assert ei.value.path == path and ei.value.offset == off
         assert r.get_entry(KEYS[0], 1 << 40) is not None  # other blocks still read
     finally:
+        r.close()
+
+
+def _oracle(entries, key, target):
+    return next((e for e in entries if e[0] == key and e[1] <= target), None)
+
+
+def test_fixed_layout_fast_path_and_find(tmp_path):
+    """A fixed-size block (every key 4 bytes, every value 12) loads the
+    second time through the learned layout (shared offsets, ``k`` set), and
+    its find gives the oracle's answer for every key and snapshot: several
+    versions and tombstones of a key, absent keys, keys of another length,
+    and a key whose first occurrence straddles two keys (``aaab`` +
+    ``abaa`` holds ``abab`` at 2)."""
+    keys = [b"aaab", b"abaa", b"abab", b"b\x00zz", b"qqqq", b"zzzz"]
+    entries = []
+    for i, k in enumerate(keys):
+        for seq in sorted({3 + i, 10, 20 - i}, reverse=True):
+            entries.append((k, seq << 8 | (seq % 3 != 0), b"%-12d" % (seq * 100 + i)))
+    payload = encode_block([e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries])
+    block = b"".join(frame_block(payload, compression.LZ4))
+    r = TableReader.open(FS, _table(tmp_path, "lz4"), file_number=1, mapped=True)
+    try:
+        r._map = b"\x00" * 64 + block
+        first = r._load_block(64, len(block), True)
+        second = r._load_block(64, len(block), True)
+        assert first.k == 0 and second.k == 4 and second.o is _LAYOUTS[len(payload)][1]
+        _same(second, BlockView(payload))
+        probes = keys + [b"abab"[:3], b"aaaa", b"abac", b"zzzzz", b"", b"baba", b"aba", b"baab"]
+        for k in probes:
+            for snap in range(25):
+                target = snap << 8 | 0xFF
+                want = _oracle(entries, k, target)
+                assert second.find(k, target) == want, (k, snap)
+                assert first.find(k, target) == want, (k, snap)
+    finally:
+        r._map = None
         r.close()

@@ -289,10 +289,11 @@ def run_flush(job: FlushJob, fs: FileSystem) -> JobResult:
         n_out = 0
         try:
             # One version per key and no range tombstone: nothing to dedup,
-            # the columns go to the writer in bulk (lsm/memtable.py FrozenEntries).
+            # the columns go to the writer in bulk (lsm/memtable.py FrozenEntries),
+            # their order checked there once.
             cols = entries.columns() if rd is None and hasattr(entries, "columns") else None
             if cols is not None:
-                w.add_columns(*cols)
+                w.add_columns(*cols, ascending=True)
                 n_out = len(cols[0])
             else:
                 add = w.add

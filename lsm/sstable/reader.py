@@ -58,9 +58,10 @@ from lsm.sstable.block import (
     decode_footer_version,
     decode_properties,
     decode_range_dels_props,
+    fixed_block_head,
     unframe_block,
 )
-from lsm.sstable.bloom import BloomFilter, key_hashes
+from lsm.sstable.bloom import BloomFilter, RoaringBloomFilter, decode_filter, key_hashes
 from lsm.sstable.cache import BlockCache
 from lsm.sstable.scan import TableScan
 
@@ -83,6 +84,35 @@ _BLOCK_CHARGE: Final = 300
 the cache's key tuple and OrderedDict slot, rounded up."""
 
 
+_LAYOUTS: dict[int, tuple[bytes, array, int, int, int, int]] = {}
+"""Payload size -> ``(head, offsets, trailers start, trailers end, n, key
+length)`` of a fixed-size block layout (every key one length, every value
+one length) that :meth:`TableReader._load_block` has checked once: a block of that size
+whose first ``8n + 8`` bytes equal ``head`` (:func:`fixed_block_head`) has
+exactly those offsets, so it takes the shared ``offsets`` array instead of
+decoding its own. Bounded: cleared at 256 sizes. Read without a lock (a
+dict get); an entry is immutable once made."""
+
+
+def _learn_layout(p: bytes, o: array, n: int) -> bool:
+    """Remember the layout of the checked block payload ``p`` (offsets
+    ``o``, ``n`` entries) in :data:`_LAYOUTS` when it is fixed-size; False
+    when it is not (the reader then stops trying: ~1.5k instructions a
+    load of a variable-size block, callgrind)."""
+    base = o[0]
+    kl = o[1] - base
+    vl = o[n + 1] - o[n]
+    if o[n] - base != n * kl or len(p) - o[n] != n * vl:
+        return False
+    head = fixed_block_head(n, kl, vl)
+    if not p.startswith(head):
+        return False
+    if len(_LAYOUTS) >= 256:
+        _LAYOUTS.clear()
+    _LAYOUTS[len(p)] = (head, o, 8 * n + 8, base, n, kl)
+    return True
+
+
 class TableReader(TableScan):
     """An open sstable. Create with :meth:`open`. Its scan methods
     (``iter_entries``, ``iter_columns``) are in lsm/sstable/scan.py."""
@@ -103,6 +133,9 @@ class TableReader(TableScan):
         self.file_number = file_number
         self._cache = cache
         self._verify = verify_checksums
+        self._learn = True
+        """False once a block of variable-size entries was loaded: no more
+        :func:`_learn_layout` attempts (a table's blocks are alike)."""
         self.bloom_useful = 0
         self.bloom_checked = 0
         self.range_dels: RangeDels | None = None
@@ -190,13 +223,20 @@ class TableReader(TableScan):
         self._ckeys = [(self.file_number, h[0]) for h in handles]  # block cache keys
         self._bsizes = [h[1] + t for h in handles]  # bytes to read: stored + trailer
 
+        # A blocked filter is probed inline by lookup; a Roaring one (tables
+        # written before session 8) through its method.
         self._bloom: BloomFilter | None = None
+        self._bloom_old: RoaringBloomFilter | None = None
         if filter_h != (0, 0):
             payload = self._read_meta(filter_h, "filter")
             try:
-                self._bloom = BloomFilter(payload)
+                f = decode_filter(payload)
             except ValueError as e:
                 raise self._corrupt(f"filter block: {e}", filter_h[0]) from None
+            if isinstance(f, BloomFilter):
+                self._bloom = f
+            else:
+                self._bloom_old = f
 
     def _load_range_dels(self, h: tuple[int, int]) -> None:
         """Read and check the range-deletion block: pieces ``(start, stop,
@@ -326,6 +366,18 @@ class TableReader(TableScan):
                 except ValueError:
                     p = None
                 if p is not None and len(p) == usize and usize >= 8:
+                    fx = _LAYOUTS.get(usize) if self._learn else None
+                    if fx is not None and p.startswith(fx[0]):
+                        # A fixed-size layout seen before: its count and
+                        # offsets are these bytes exactly (one compare
+                        # checks them all), its offsets array is shared.
+                        b = _new_view(BlockView)
+                        b.p = p
+                        b.o = fx[1]
+                        b.t = array("Q", p[fx[2] : fx[3]])
+                        b.n = fx[4]
+                        b.k = fx[5]
+                        return b
                     nb = _U32_UNPACK(p)[0]
                     base = 16 * nb + 8
                     if nb and base <= usize:
@@ -339,6 +391,9 @@ class TableReader(TableScan):
                             b.o = o
                             b.t = t
                             b.n = nb
+                            b.k = 0
+                            if self._learn:
+                                self._learn = _learn_layout(p, o, nb)
                             return b
         return self._load_block_checked(off, n, verify, data)
 
@@ -359,7 +414,7 @@ class TableReader(TableScan):
     def may_contain(self, key: bytes) -> bool:
         """False when the bloom filter rules ``key`` out (True without a
         filter). Not counted in ``bloom_*``."""
-        b = self._bloom
+        b = self._bloom if self._bloom is not None else self._bloom_old
         return True if b is None else b.may_contain(key)
 
     def get(self, key: bytes, snapshot_seq: int) -> tuple[int, bytes] | None:
@@ -385,24 +440,21 @@ class TableReader(TableScan):
         every table probed). A cached block is taken from the cache's map
         here rather than through :meth:`_block` (two calls fewer per get,
         readrandom in docs/benchmarks.md). So is the bloom probe
-        (:meth:`BloomFilter.may_contain_hashed`, the same arithmetic), and a
+        (:meth:`BloomFilter.may_contain_hashed`, the same two lines), and a
         missed block is loaded and cached here, not through :meth:`_block`
         (which would look it up in the cache a second time)."""
         bloom = self._bloom
         if bloom is not None:
             self.bloom_checked += 1
-            m = bloom.m
-            y = h1 * m
-            d = h2 * m
-            mm = bloom._mm
-            bits = bloom._bits
-            for _ in bloom._probes:
-                if y >> 32 not in bits:
-                    self.bloom_useful += 1
-                    return None
-                y += d
-                if y >= mm:
-                    y -= mm
+            mask = bloom.masks[h2 >> 20]
+            if bloom.words[h1 % bloom.nw] & mask != mask:
+                self.bloom_useful += 1
+                return None
+        elif self._bloom_old is not None:
+            self.bloom_checked += 1
+            if not self._bloom_old.may_contain_hashed(h1, h2):
+                self.bloom_useful += 1
+                return None
         ikeys = self._ikeys
         nb = len(ikeys)
         i = bisect_left(ikeys, key)

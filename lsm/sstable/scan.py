@@ -316,8 +316,10 @@ class TableScan:
             if cache is None:
                 yield (hi - lo, *self._run_columns(lo, hi))
             else:
-                views = [cache.get(ckeys[x]) for x in range(lo, hi)]
-                if views.count(None) == len(views):
+                # No Python call per block when none is cached (readseq: -35
+                # instructions per key, tools/read_callgrind.py).
+                views = cache.get_run(ckeys[lo:hi])
+                if views is None:
                     yield (hi - lo, *self._run_columns(lo, hi))
                 else:
                     keys: list[bytes] = []

@@ -94,7 +94,7 @@ class TableWriter:
         path: str,
         *,
         block_size: int = 4096,
-        bloom_bits_per_key: int = 10,
+        bloom_bits_per_key: int = 13,
         compression: int = _compression.ZSTD,
         compression_level: int = 1,
     ) -> None:
@@ -191,7 +191,8 @@ class TableWriter:
         for key, trailer, value in entries:
             add(key, trailer, value)
 
-    def add_columns(self, keys: list[bytes], trailers: list[int], values: list[bytes]) -> None:
+    def add_columns(self, keys: list[bytes], trailers: list[int], values: list[bytes], *,
+                    ascending: bool = False) -> None:
         """Append the entries ``zip(keys, trailers, values)``: the same table,
         byte for byte, as ``add`` of each, with C-level work per entry and
         Python work per block (a flush of a memtable whose keys have one
@@ -199,27 +200,32 @@ class TableWriter:
         keys are not strictly
         ascending from the last key added (two versions of one key, or out
         of order), falls back to ``add`` per entry, so the errors are
-        ``add``'s. REQUIRES: equal lengths; keys and values bytes."""
+        ``add``'s. ``ascending``: the caller has checked that ``keys`` are
+        strictly ascending (``FrozenEntries.columns`` does), so only the
+        first key is compared here. REQUIRES: equal lengths; keys and
+        values bytes."""
         n = len(keys)
         if n == 0:
             return
         if self._state != "open":
             raise ValueError(f"table writer is {self._state}")
-        if not (keys[0] > self._last_key and all(map(_gt, islice(keys, 1, None), keys))):
+        if not (keys[0] > self._last_key and (ascending or all(map(_gt, islice(keys, 1, None), keys)))):
             self.add_many(zip(keys, trailers, values))
             return
+        if _LITTLE:
+            # Every key of one length and every value of one length (a fill
+            # of the harness's entries): blocks are sliced from the keys and
+            # the values joined once (_add_fixed). ``list.count`` of the
+            # first length (23 ns a key; ``max`` of the lengths: 42).
+            kl, vl = len(keys[0]), len(values[0])
+            if list(map(len, keys)).count(kl) == n and list(map(len, values)).count(vl) == n:
+                self._add_fixed(keys, trailers, values, b"".join(keys), b"".join(values), kl, vl)
+                return
         # c[i]: payload bytes of entries 0..i-1. From entry i, add() cuts the
         # block after entries i..j-1 for the first j with
         # pending + c[j] - c[i] >= block_size (bisect: c is increasing).
-        klens = list(map(len, keys))
-        vlens = list(map(len, values))
-        c = list(accumulate(map(_add, map(_add, klens, vlens), repeat(_ENTRY_OVERHEAD)), initial=0))
-        # Every key of one length and every value of one length (a fill of
-        # the harness's entries): blocks are joined from a cached head, a
-        # slice of the trailers' bytes and the items (_emit_blocks).
-        kl, vl = klens[0], vlens[0]
-        fixed = (kl, vl) if _LITTLE and klens.count(kl) == n and vlens.count(vl) == n else None
-        del klens, vlens
+        c = list(accumulate(map(_add, map(_add, map(len, keys), map(len, values)), repeat(_ENTRY_OVERHEAD)),
+                            initial=0))
         bs = self._block_size
         pending = self._pending
         i = 0
@@ -244,31 +250,109 @@ class TableWriter:
             starts.append(i)
             i = j
         if starts:
-            self._emit_blocks(keys, trailers, values, c, starts, i, fixed)
-        if i < n:
+            self._emit_blocks(keys, trailers, values, c, starts, i)
+        self._take_rest(keys, trailers, values, i, 8 + c[n] - c[i] if i < n else pending)
+
+    def _take_rest(self, keys: list[bytes], trailers: list[int], values: list[bytes], i: int, pending: int) -> None:
+        """The end of :meth:`add_columns`: entries ``i:`` become the pending
+        block, of ``pending`` payload bytes."""
+        if i < len(keys):
             self._keys += keys[i:]
             self._trailers += trailers[i:]
             self._values += values[i:]
-            pending = 8 + c[n] - c[i]
         self._pending = pending
-        self._num_keys += n
+        self._num_keys += len(keys)
         self._last_key = keys[-1]
         self._last_trailer = trailers[-1]
 
+    def _add_fixed(self, keys: list[bytes], trailers: list[int], values: list[bytes], kb: bytes, vb: bytes,
+                   kl: int, vl: int) -> None:
+        """:meth:`add_columns` of entries whose keys all have ``kl`` bytes
+        and values ``vl``; ``kb``, ``vb``: the keys and the values joined.
+        Every whole block holds the same number of entries, so the cuts are
+        arithmetic and a block's payload is one join of four pieces: its
+        cached head (:func:`fixed_block_head`), a slice of the trailers'
+        bytes, of ``kb`` and of ``vb`` (fillbatch's flush, per entry:
+        tools/flush_handoff.py). REQUIRES: keys strictly ascending from the
+        last key added; a little-endian machine."""
+        n = len(keys)
+        es = kl + vl + _ENTRY_OVERHEAD
+        bs = self._block_size
+        pending = self._pending
+        i = 0
+        if self._keys:
+            # Top up the block that add() left pending, as add() would.
+            i = min(-(-(bs - pending) // es), n)
+            self._keys += keys[:i]
+            self._trailers += trailers[:i]
+            self._values += values[:i]
+            pending += i * es
+            if pending >= bs:
+                self._pending = pending
+                self._flush_block()
+                pending = 8
+        per = max(1, -(-(bs - 8) // es))  # entries of a whole block
+        end = i + (n - i) // per * per
+        if end > i:
+            self._emit_fixed(keys, trailers, kb, vb, i, end, per, kl, vl)
+        self._take_rest(keys, trailers, values, end, 8 + (n - end) * es if end < n else pending)
+
+    def _emit_fixed(self, keys: list[bytes], trailers: list[int], kb: bytes, vb: bytes, start: int, end: int,
+                    per: int, kl: int, vl: int) -> None:
+        """Cut, encode, frame and buffer the data blocks of ``per`` entries
+        each from ``start`` to ``end`` (:meth:`_add_fixed`), as
+        :meth:`_flush_block` would one by one: the same bytes, with the
+        trailer checks, the seq range, the deletion count, the index and
+        the bloom filter's hashes done once over all of them. REQUIRES: no
+        entry pending."""
+        usize = 8 + per * (kl + vl + _ENTRY_OVERHEAD)
+        try:
+            if usize > MAX_BLOCK_PAYLOAD:
+                raise ValueError(f"entry of {vl} bytes does not fit a block")
+            tr, kinds = _checked_trailers(trailers[start:end])
+        except BaseException:
+            self._fail()
+            raise
+        comp, level = self._compression, self._level
+        append, pack, join, ihandles = self._append, HANDLE.pack, b"".join, self._ihandles
+        head = fixed_block_head(per, kl, vl)
+        trb = tr.tobytes()
+        t, tstep, k, kstep, v, vstep = 0, 8 * per, start * kl, kl * per, start * vl, vl * per
+        for _ in range((end - start) // per):
+            try:
+                stored, trailer = frame_block(join((head, trb[t : t + tstep], kb[k : k + kstep], vb[v : v + vstep])),
+                                              comp, level)
+            except BaseException:
+                self._fail()
+                raise
+            ihandles.append(pack(append(stored, trailer), len(stored)))
+            t += tstep
+            k += kstep
+            v += vstep
+        # The index's keys and trailers: each block's last entry.
+        self._ikeys += keys[start + per - 1 : end : per]
+        self._itrailers += trailers[start + per - 1 : end : per]
+        self._num_deletes += kinds.count(0)
+        self._data_size += (end - start) * (kl + vl)
+        lo = min(tr) >> 8
+        if self._min_seq < 0 or lo < self._min_seq:
+            self._min_seq = lo
+        self._max_seq = max(self._max_seq, max(tr) >> 8)
+        if self._smallest is None:
+            self._smallest = keys[start]
+        if self._bloom is not None:
+            self._bloom.add_keys(keys[start:end])
+        self._flushed_entries += end - start
+
     def _emit_blocks(self, keys: list[bytes], trailers: list[int], values: list[bytes], c: list[int],
-                     starts: list[int], end: int, fixed: tuple[int, int] | None = None) -> None:
+                     starts: list[int], end: int) -> None:
         """Cut, encode, frame and buffer the data blocks ``keys[s:e]``
         (with their trailers and values) for consecutive ``s, e`` of
         ``starts + [end]``, as :meth:`_flush_block` would one by one: the
         same bytes, with the trailer checks, the seq range, the deletion
         count and the bloom filter's hashes done once over all of them
-        (``add_columns``: a flush of a fill; tools/flush_handoff.py).
-        ``c``: the running payload sizes of ``add_columns``; ``fixed``:
-        ``(key length, value length)`` when every entry has them (then a
-        block is its cached head, a slice of the trailers' bytes, its keys
-        and its values, in one join: the bytes of :func:`encode_block`
-        without its per-entry offsets pass). REQUIRES: no entry pending;
-        ``fixed`` only on a little-endian machine."""
+        (``add_columns`` of entries of several sizes). ``c``: the running
+        payload sizes of ``add_columns``. REQUIRES: no entry pending."""
         base = starts[0]
         try:
             tr, kinds = _checked_trailers(trailers[base:end])
@@ -278,18 +362,11 @@ class TableWriter:
         comp, level = self._compression, self._level
         ikeys, itrailers, ihandles = self._ikeys, self._itrailers, self._ihandles
         append, pack = self._append, HANDLE.pack
-        trb = tr.tobytes() if fixed else b""
         for s, e in zip(starts, [*starts[1:], end]):
             try:
                 if c[e] - c[s] + 8 > MAX_BLOCK_PAYLOAD:
                     raise ValueError(f"entry of {max(map(len, values[s:e]))} bytes does not fit a block")
-                if fixed:
-                    parts = [fixed_block_head(e - s, *fixed), trb[(s - base) * 8 : (e - base) * 8]]
-                    parts += keys[s:e]
-                    parts += values[s:e]
-                    payload = b"".join(parts)
-                else:
-                    payload = encode_block(keys[s:e], tr[s - base : e - base], values[s:e])
+                payload = encode_block(keys[s:e], tr[s - base : e - base], values[s:e])
                 stored, trailer = frame_block(payload, comp, level)
             except BaseException:
                 self._fail()

@@ -116,8 +116,11 @@ class GroupSync:
         # leader holds ``_sync_gate`` for its sync and releases it after
         # publishing the result; waiters acquire-and-release it, each
         # waking the next (no Condition wait/notify round, no thundering
-        # herd on ``_cv``). ``_next_gate`` is the gate the next sync will
-        # use, created by the first committer that waits for it.
+        # herd on ``_cv``: in tools/sync_lab.py a Condition cost ~5-8 us
+        # more CPU and ~0.9 more context switches per commit, per-waiter
+        # locks all released by the leader ~2 us and ~0.6). ``_next_gate``
+        # is the gate the next sync will use, created by the first
+        # committer that waits for it.
         self._sync_gate: threading.Lock | None = None
         self._next_gate: threading.Lock | None = None
         # A group forms while no sync runs (``_forming``, its gate is
@@ -320,6 +323,15 @@ class GroupSync:
                     self._last_group = group
                     # The next group: the commits this sync released (their
                     # threads commit again) and those staged behind it.
+                    # Not half of that, nor 1 (sync what is staged as soon as
+                    # this sync ends), nor ceil(S / w) from the measured sync
+                    # and per-commit times: with 8 FULL threads they gave
+                    # ~4 commits per sync (the S/w rule 6-8) and lost, in
+                    # tools/sync_lab.py at every simulated sync (50-400 us)
+                    # and in the harness on the real disk. A thread back from
+                    # its fdatasync must retake the GIL behind the other
+                    # threads' Python work: a 4-commit cycle measured about
+                    # S plus that work, not max(S, 4w).
                     self._want = group + self._written_commits - commits
                     self.group_hist[_bisect_left(GROUP_HIST_BOUNDS, group)] += 1
             if self._waiting:
