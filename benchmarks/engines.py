@@ -20,7 +20,11 @@ extra      ``Sync.EXTRA``                   as ``full``; sqlite ``synchronous=EX
 
 Every adapter opens its engine with its own defaults except: a bloom filter
 of 10 bits per key and a 32 MiB block (page) cache where the engine has
-them, to match lsm's defaults. ``durability(level)`` returns a one-line
+them. lsm's cache default is the same; its filter default is 13 bits per
+key since its filter became blocked (all bits of a key in one 64-bit
+word), which matches the peers' ~1% false positives at 10 bits (0.83-0.87%,
+docs/format/sstable.md M10): the filters are matched by false-positive
+rate, not by bits. ``durability(level)`` returns a one-line
 description that goes into each result, so a reader sees what was compared.
 
 Adapters are not thread-safe objects; ``thread_handle()`` returns what a

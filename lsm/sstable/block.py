@@ -317,29 +317,25 @@ class BlockView:
             j, r = divmod(a - o[0], k)
             if r:
                 return self._find_bisect(key, target)
-            t = self.t
-            while True:
-                tr = t[j]
-                if tr <= target:
-                    return key, tr, p[o[n + j] : o[n + j + 1]]
-                j += 1
-                if j == n or not p.startswith(key, o[j]):
-                    return None
-        if key:
+        elif key:
             a = p.find(key, o[0], o[n])
             if a < 0:
                 return None
             j = _bisect_left(o, a, 0, n)
-            if o[j] == a and o[j + 1] - a == len(key):
-                t = self.t
-                while True:
-                    tr = t[j]
-                    if tr <= target:
-                        return key, tr, p[o[n + j] : o[n + j + 1]]
-                    j += 1
-                    if j == n or o[j + 1] - o[j] != len(key) or not p.startswith(key, o[j]):
-                        return None
-        return self._find_bisect(key, target)
+            if o[j] != a or o[j + 1] - a != len(key):
+                return self._find_bisect(key, target)
+        else:
+            return self._find_bisect(key, target)
+        # Entry j holds key: walk its versions, newest first.
+        t = self.t
+        lk = len(key)
+        while True:
+            tr = t[j]
+            if tr <= target:
+                return key, tr, p[o[n + j] : o[n + j + 1]]
+            j += 1
+            if j == n or o[j + 1] - o[j] != lk or not p.startswith(key, o[j]):
+                return None
 
     def _find_bisect(self, key: bytes, target: int) -> tuple[bytes, int, bytes] | None:
         """:meth:`find` by bisecting the keys through the offsets."""

@@ -234,7 +234,31 @@ class RoaringBloomBuilder(BloomBuilder):
         return FILTER_HEADER.pack(k, m) + BitMap(pos).serialize()
 
 
-class BloomFilter:
+class _Filter:
+    """What both filter kinds answer: ``may_contain_hashed(h1, h2)`` is
+    theirs, ``may_contain`` hashes the key for it."""
+
+    __slots__ = ()
+    _builder: type[BloomBuilder]
+    """The builder whose payload this kind decodes."""
+
+    @classmethod
+    def build(cls, keys: list[bytes], bits_per_key: int) -> bytes:
+        """The filter payload of this kind for ``keys`` (distinct, any
+        order)."""
+        b = cls._builder()
+        b.add_keys(keys)
+        return b.finish(bits_per_key, len(keys))
+
+    def may_contain_hashed(self, h1: int, h2: int) -> bool:
+        raise NotImplementedError
+
+    def may_contain(self, key: bytes) -> bool:
+        """False: ``key`` was certainly not added. True: it may have been."""
+        return self.may_contain_hashed(_crc32c(key), _crc32(key) | 1)
+
+
+class BloomFilter(_Filter):
     """A decoded blocked filter (kind 0x40). ``may_contain`` never answers
     False for an added key.
 
@@ -243,13 +267,7 @@ class BloomFilter:
     checks that they agree)."""
 
     __slots__ = ("k", "masks", "nw", "words")
-
-    @staticmethod
-    def build(keys: list[bytes], bits_per_key: int) -> bytes:
-        """The filter payload for ``keys`` (distinct, any order)."""
-        b = BloomBuilder()
-        b.add_keys(keys)
-        return b.finish(bits_per_key, len(keys))
+    _builder = BloomBuilder
 
     def __init__(self, data: bytes) -> None:
         """Decode a blocked filter payload. Raises ValueError on malformed
@@ -280,10 +298,6 @@ class BloomFilter:
         self.words = words
         self.masks = patterns(k)
 
-    def may_contain(self, key: bytes) -> bool:
-        """False: ``key`` was certainly not added. True: it may have been."""
-        return self.may_contain_hashed(_crc32c(key), _crc32(key) | 1)
-
     def may_contain_hashed(self, h1: int, h2: int) -> bool:
         """:meth:`may_contain` for a key whose hashes (:func:`key_hashes`)
         are known: a point lookup hashes its key once for every table it
@@ -296,18 +310,12 @@ class BloomFilter:
         return sum(map(int.bit_count, self.words))
 
 
-class RoaringBloomFilter:
+class RoaringBloomFilter(_Filter):
     """A decoded Roaring (legacy) filter. ``may_contain`` never answers False
     for an added key."""
 
     __slots__ = ("_bits", "_mm", "_probes", "k", "m")
-
-    @staticmethod
-    def build(keys: list[bytes], bits_per_key: int) -> bytes:
-        """The Roaring filter payload for ``keys`` (distinct, any order)."""
-        b = RoaringBloomBuilder()
-        b.add_keys(keys)
-        return b.finish(bits_per_key, len(keys))
+    _builder = RoaringBloomBuilder
 
     def __init__(self, data: bytes) -> None:
         """Decode a Roaring filter payload. Raises ValueError on malformed
@@ -330,10 +338,6 @@ class RoaringBloomFilter:
         self._mm = m << 32
         self._bits = bits
         self._probes = range(k)
-
-    def may_contain(self, key: bytes) -> bool:
-        """False: ``key`` was certainly not added. True: it may have been."""
-        return self.may_contain_hashed(_crc32c(key), _crc32(key) | 1)
 
     def may_contain_hashed(self, h1: int, h2: int) -> bool:
         """:meth:`may_contain` for a key whose hashes (:func:`key_hashes`)

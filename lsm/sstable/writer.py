@@ -332,17 +332,7 @@ class TableWriter:
         # The index's keys and trailers: each block's last entry.
         self._ikeys += keys[start + per - 1 : end : per]
         self._itrailers += trailers[start + per - 1 : end : per]
-        self._num_deletes += kinds.count(0)
-        self._data_size += (end - start) * (kl + vl)
-        lo = min(tr) >> 8
-        if self._min_seq < 0 or lo < self._min_seq:
-            self._min_seq = lo
-        self._max_seq = max(self._max_seq, max(tr) >> 8)
-        if self._smallest is None:
-            self._smallest = keys[start]
-        if self._bloom is not None:
-            self._bloom.add_keys(keys[start:end])
-        self._flushed_entries += end - start
+        self._account(keys, tr, kinds, start, end, (end - start) * (kl + vl))
 
     def _emit_blocks(self, keys: list[bytes], trailers: list[int], values: list[bytes], c: list[int],
                      starts: list[int], end: int) -> None:
@@ -374,17 +364,24 @@ class TableWriter:
             ikeys.append(keys[e - 1])
             itrailers.append(trailers[e - 1])
             ihandles.append(pack(append(stored, trailer), len(stored)))
+        self._account(keys, tr, kinds, base, end, c[end] - c[base] - _ENTRY_OVERHEAD * (end - base))
+
+    def _account(self, keys: list[bytes], tr: array, kinds: bytes, start: int, end: int, data: int) -> None:
+        """Count the entries ``keys[start:end]`` just emitted as blocks
+        (``tr``/``kinds``: their checked trailers and kinds; ``data``:
+        their key and value bytes) in the table's properties, seq range,
+        smallest key and bloom filter."""
         self._num_deletes += kinds.count(0)
-        self._data_size += c[end] - c[base] - _ENTRY_OVERHEAD * (end - base)
+        self._data_size += data
         lo = min(tr) >> 8
         if self._min_seq < 0 or lo < self._min_seq:
             self._min_seq = lo
         self._max_seq = max(self._max_seq, max(tr) >> 8)
         if self._smallest is None:
-            self._smallest = keys[base]
+            self._smallest = keys[start]
         if self._bloom is not None:
-            self._bloom.add_keys(keys[base:end])
-        self._flushed_entries += end - base
+            self._bloom.add_keys(keys[start:end])
+        self._flushed_entries += end - start
 
     def add_range_del(self, start: bytes, stop: bytes, seq: int) -> None:
         """Add a range tombstone deleting ``[start, stop)`` for versions below
