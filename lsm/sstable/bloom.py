@@ -52,7 +52,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from zlib import crc32 as _crc32
 
 from crc32c import crc32c as _crc32c
@@ -250,8 +250,9 @@ class _Filter:
         b.add_keys(keys)
         return b.finish(bits_per_key, len(keys))
 
-    def may_contain_hashed(self, h1: int, h2: int) -> bool:
-        raise NotImplementedError
+    if TYPE_CHECKING:
+        # Each kind defines it (its probe); declared here for the checker.
+        def may_contain_hashed(self, h1: int, h2: int) -> bool: ...
 
     def may_contain(self, key: bytes) -> bool:
         """False: ``key`` was certainly not added. True: it may have been."""
