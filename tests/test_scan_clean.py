@@ -20,6 +20,7 @@ from itertools import chain
 import pytest
 
 import lsm
+import lsm.db_scan
 import lsm.db
 import lsm.sstable.block as block_mod
 import lsm.sstable.writer as writer_mod
@@ -318,13 +319,13 @@ def test_random_ops_with_clean_tables_equal_model(tmp_path, seed, monkeypatch):
     print("seed", seed)
     rng = random.Random(seed)
     hits = []
-    real = lsm.db.visible_columns
+    real = lsm.db_scan.visible_columns
 
     def counting(*args):
         hits.extend(args[-1])  # the clean flags of the scan's table sources
         return real(*args)
 
-    monkeypatch.setattr(lsm.db, "visible_columns", counting)
+    monkeypatch.setattr(lsm.db_scan, "visible_columns", counting)
     db = open_db(tmp_path, memtable_size=4096, target_file_size=4096, l0_compaction_trigger=2)
     model: dict[bytes, bytes] = {}
     snaps: list[tuple[lsm.Snapshot, dict]] = []
