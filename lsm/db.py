@@ -24,8 +24,10 @@ worker process (default), a thread, or inline.
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left as _bisect_left
+from time import monotonic as _monotonic
 from typing import Any
 from zlib import crc32 as _crc32
 
@@ -33,6 +35,7 @@ from crc32c import crc32c as _crc32c
 
 from lsm.background import ImmJob, SuperVersion
 from lsm.base.coding import ValueKind
+from lsm.base.errors import NeedsRecoveryError
 from lsm.batch import WriteBatch, as_bytes
 from lsm.db_scan import DBScan
 from lsm.memtable import ENTRY_OVERHEAD as _ENTRY_OVERHEAD
@@ -62,6 +65,14 @@ _join = b"".join
 # put's inlined encoder: the lengths encode_op_record accepts, and its constants.
 _MAX_OP_BYTES = 0xFFFFFFFF - _OP_HEADER_SIZE
 assert _OP_HEADER_SIZE == 9 and _ROTATE_MUL == 0x100000001 and _MASK_DELTA == 0xA282EAD8
+
+
+def _write_behind(f: Any) -> None:
+    """DB._preseal_locked's thread: a hint, so any error is the seal's to meet."""
+    try:
+        f.datasync()  # a sealed and closed file: EBADF (its number reused: another file synced)
+    except Exception:  # noqa: BLE001, S110
+        pass
 
 
 class DB(DBScan):
@@ -112,8 +123,31 @@ class DB(DBScan):
             rest = _join((_pack_tail_op(kl + vl + 9, seq, 1, time.time_ns() // 1000, wal.synced_offset, _PUT, kl, vl),
                           key, value))
             # The mask of lsm.wal.format (its _ROTATE_MUL and _MASK_DELTA, as constants).
-            wal.append_locked(_pack_u32(((_crc32c(rest) * 0x100000001 >> 15) + 0xA282EAD8) & 0xFFFFFFFF) + rest,
-                              seq, 1, level)
+            rec = _pack_u32(((_crc32c(rest) * 0x100000001 >> 15) + 0xA282EAD8) & 0xFFFFFFFF) + rest
+            f = wal._file
+            raw = f.raw_write
+            if (level >= _SYNC_FULL or raw is None or wal._staged or wal.fenced is not None
+                    or wal._barrier_seq > wal.durable_seq):
+                wal.append_locked(rec, seq, 1, level)
+            else:
+                # WalWriter.append_locked's direct write (nothing staged, no
+                # barrier to sync first, not fenced, a plain file), inlined:
+                # one Python frame less per put. Keep in step with it
+                # (tests/test_put_path.py compares the two).
+                try:
+                    n = raw(rec)
+                    f.size += n
+                    if n != len(rec):
+                        f.write_rest(rec, n)
+                except BaseException as e:
+                    wal._fence(e)
+                    raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e
+                if wal.written_seq <= wal.durable_seq:
+                    wal.unsynced_since = _monotonic()  # (not time.monotonic: tests patch lsm.db.time)
+                wal.written_seq = seq
+                wal._written_commits += 1
+                wal.segment_records += 1
+                wal.bytes_written += len(rec)
             # MemTable.add(seq, _PUT, key, value), inlined: keep in step with
             # it (tests/test_write_path.py compares the two).
             new = (seq, _PUT, value)
@@ -263,30 +297,34 @@ class DB(DBScan):
                     break
             else:
                 # The tables, through the version's read plan: no list or
-                # tuple built per get, one get_entry per file that may hold
+                # tuple built per get, one lookup per file that may hold
                 # the key (readrandom, docs/benchmarks.md).
                 # The key's bloom hashes are computed once for all tables,
                 # here rather than by a call to bloom.key_hashes (the same
-                # two crcs; h2 is odd, so 0 means "not yet").
+                # two crcs; h2 is odd, so 0 means "not yet"). A blocked
+                # filter is probed here (TableReader.lookup's two lines):
+                # a table it rejects costs no call (a key in level 2 passes
+                # level 1's table so).
                 readers = sv.readers
-                l0, deeper = sv.version.read_plan
                 target = (snap << 8) | 0xFF
                 h1 = h2 = 0
-                for lo, hi, num in l0:
-                    if lo <= key <= hi:
-                        if not h2:
-                            h1 = _crc32c(key)
-                            h2 = _crc32(key) | 1
-                        e = readers[num].lookup(key, target, h1, h2)
-                        if e is not None:
-                            return e[2] if e[1] & 0xFF == _PUT else default
-                for largest, smallest, nums in deeper:
+                for largest, smallest, nums in sv.version.read_plan:
                     i = _bisect_left(largest, key)
                     if i < len(nums) and smallest[i] <= key:
                         if not h2:
                             h1 = _crc32c(key)
                             h2 = _crc32(key) | 1
-                        e = readers[nums[i]].lookup(key, target, h1, h2)
+                        t = readers[nums[i]]
+                        b = t._bloom
+                        if b is None:
+                            e = t.lookup(key, target, h1, h2)  # a Roaring filter or none
+                        else:
+                            t.bloom_checked += 1
+                            m = b.masks[h2 >> 20]
+                            if b.words[h1 % b.nw] & m != m:
+                                t.bloom_useful += 1
+                                continue
+                            e = t.find_entry(key, target)
                         if e is not None:
                             return e[2] if e[1] & 0xFF == _PUT else default
                 return default
@@ -330,6 +368,8 @@ class DB(DBScan):
         its switch is simply tried again at the next write)."""
         opts = self._opts
         wal = self._wal
+        if self._presealed is not self._mem and self._mem.size >= self._memtable_size * 3 // 4:
+            self._preseal_locked()
         stalled = 0.0
         cause = "memtables"
         while True:
@@ -396,7 +436,29 @@ class DB(DBScan):
             return not self._mem.is_empty()
         wal_per, mem_per = _WAL_BYTES_PER_MEM
         self._room_at = min(self._memtable_size, self._mem.size + (at - wal.segment_bytes) * mem_per // wal_per)
+        if self._presealed is not self._mem:  # (_preseal_locked)
+            self._room_at = min(self._room_at, self._memtable_size * 3 // 4)
         return False
+
+    _presealed: MemTable | None = None  # the live memtable once _preseal_locked ran for it
+
+    def _preseal_locked(self) -> None:
+        """REQUIRES: _write_mu held; the live memtable 3/4 full. Start
+        writing its WAL segment back now: an fdatasync on a short-lived
+        thread, outside the write lock and the writer's group sync (a hint,
+        like RocksDB's ``wal_bytes_per_sync``: no durability claimed, no
+        counter moved, errors ignored), so the rotation's seal (an
+        fdatasync under the write lock) finds a quarter of the segment
+        dirty, not all of it (no-sync fills: 15-30 -> ~8 ms per seal of the
+        default ~10 MiB segment). Only on a plain file (not CrashFS: its
+        crash points stay deterministic), with background threads, when
+        the segment holds unsynced commits."""
+        self._presealed = self._mem
+        wal = self._wal
+        f = wal._file
+        if (self._opts.background != "inline" and f is not None and f.raw_write is not None
+                and wal.written_seq > wal.durable_seq):
+            threading.Thread(target=_write_behind, args=(f,), name="lsm-wal-writebehind", daemon=True).start()
 
     def _wal_released(self) -> None:
         """Background work retired WAL segments (after a flush, or at open):
@@ -511,6 +573,6 @@ class _BatchContext:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.seq = self._db.write(self.batch, sync=self._level)
-        self.batch._sealed = True
+        self.batch._seal()
 
 

@@ -130,11 +130,16 @@ class MemTable:
             # in, not op tuples: ``zip(*ops)`` over a batch of 1000 cost
             # another ~0.35 us per op.)
             if latest.keys().isdisjoint(keys):
-                new = dict(zip(keys, zip(range(seq, seq + n), repeat(_PUT) if kinds is None else kinds, values)))
-                if len(new) == n:
-                    latest.update(new)
-                    self.size += nbytes + ENTRY_OVERHEAD * n
-                    return
+                # Straight into _latest (no batch dict first: ~55 ns an op
+                # less). A key twice in the batch keeps its last version
+                # there; its earlier ones go to _older below, before the DB
+                # publishes the batch's seqs, so no reader can miss them.
+                n0 = len(latest)
+                latest.update(zip(keys, zip(range(seq, seq + n), repeat(_PUT) if kinds is None else kinds, values)))
+                self.size += nbytes + ENTRY_OVERHEAD * n
+                if len(latest) - n0 != n:
+                    self._older_in_batch(seq, keys, values, kinds)
+                return
         setdefault = latest.setdefault
         size = 0
         for kind, key, value in zip(repeat(_PUT) if kinds is None else kinds, keys, values):
@@ -150,6 +155,17 @@ class MemTable:
             size += len(key) + len(value) + ENTRY_OVERHEAD
             seq += 1
         self.size += size
+
+    def _older_in_batch(self, seq: int, keys: list[bytes], values: list[bytes],
+                        kinds: bytes | bytearray | None) -> None:
+        """After :meth:`add_batch`'s bulk path for a batch holding some key
+        more than once (each new to the memtable): ``_latest`` has each
+        key's last version of the batch; the earlier ones go to ``_older``,
+        oldest first, as one-at-a-time adds would leave them."""
+        latest = self._latest
+        for i, key, value in zip(range(seq, seq + len(keys)), keys, values):
+            if latest[key][0] != i:
+                self._push_older(key, (i, _PUT if kinds is None else kinds[i - seq], value))
 
     def add_range_del(self, seq: int, start: bytes, stop: bytes) -> None:
         """Add a range tombstone deleting ``[start, stop)`` below ``seq``.

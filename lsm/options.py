@@ -161,9 +161,10 @@ class Options:
     """Prepare each WAL segment ahead of need: a zero-filled, fdatasync'd
     file of about the WAL bytes one memtable produces (``1.25 *
     memtable_size`` rounded up to 4 KiB, at most ``wal_segment_size``;
-    ``wal_preallocate_bytes``), written by a background thread (by the
-    rotation itself with ``background="inline"``; at open for the first
-    segment) and renamed into place at rotation, then written in place. A
+    ``wal_preallocate_bytes``), written by a background thread once the
+    live segment is half full or about to fill (lsm/wal/spare.py, "When";
+    by the rotation itself with ``background="inline"``; at open for the
+    first segment) and renamed into place at rotation, then written in place. A
     commit's fdatasync then writes data blocks only, no file-size metadata.
     Measured on the dev box (ext4 on a shared virtual disk, load average
     ~15 from other runs, so wide ranges), 3000 single-thread FULL puts of

@@ -103,18 +103,28 @@ def test_random_batches_encode_and_apply_like_op_by_op():
         a.add_batch(seq, *b.columns(), nbytes)
         seq = add_one_at_a_time(c, seq, ops)
         assert_same_memtable(a, c, {k for _kind, k, _v in ops + pre}, range(0, seq + 1, 5))
+        # Into an empty memtable (every key new: the bulk path whenever the
+        # batch holds no range deletion, keys written twice included).
+        f, g = MemTable(), MemTable()
+        f.add_batch(1, *b.columns(), nbytes)
+        end = add_one_at_a_time(g, 1, ops)
+        assert_same_memtable(f, g, {k for _kind, k, _v in ops}, range(end + 1))
+        f.check()
 
 
-def test_fresh_batch_takes_the_bulk_path_and_duplicates_do_not():
+def test_fresh_batch_takes_the_bulk_path_duplicates_included():
     m = MemTable()
     keys = [b"%03d" % i for i in range(100)]
     vals = [b"v%d" % i for i in range(100)]
     m.add_batch(1, keys, vals, None, sum(map(len, keys)) + sum(map(len, vals)))
     assert m.count == 100 and m.get(b"050", 51) == (51, PUT, b"v50") and m.get(b"050", 50) is None
-    # A batch writing one key twice keeps both versions (not only the last).
-    m.add_batch(101, [b"x", b"y", b"x"], [b"1", b"2", b"3"], None, 6)
+    # A batch writing one key twice (or three times) keeps every version
+    # (not only the last), oldest first in _older, its kinds included.
+    m.add_batch(101, [b"x", b"y", b"x", b"x"], [b"1", b"2", b"3", b""], bytes([PUT, PUT, PUT, DELETE]), 7)
     assert m.get(b"x", 101) == (101, PUT, b"1") and m.get(b"x", 103) == (103, PUT, b"3")
-    assert m.count == 103
+    assert m.get(b"x", 104) == (104, DELETE, b"") and m.get(b"y", 104) == (102, PUT, b"2")
+    assert m.count == 104 and m.size == (300 + 290 + 100 * 16) + (7 + 4 * 16)
+    assert [e[1] >> 8 for e in m.iter_entries(b"x", b"y")] == [104, 103, 101]
     m.check()
 
 
@@ -137,4 +147,21 @@ def test_db_write_batch_reads_back_and_recovers():
     db.close()
     db = lsm.open("/db", fs=fs, background="inline", sync=lsm.Sync.OFF)
     assert dict(db.items()) == expected and db.last_seq == 303
+    db.close()
+
+
+def test_committed_batch_refuses_every_op_until_cleared():
+    db = lsm.open("/db", fs=CrashFS(), background="inline", sync=lsm.Sync.OFF)
+    with db.batch() as b:
+        b.put(b"a", b"1")
+        put = b.put  # bound before the commit, as a caller's loop holds it
+    for op in (lambda: put(b"k", b"v"), lambda: b.put(b"k", b"v"), lambda: b.delete(b"a"),
+               lambda: b.delete_range(b"a", b"b")):
+        with pytest.raises(ClosedError):
+            op()
+    assert len(b) == 1 and b.ops() == [(PUT, b"a", b"1")]  # nothing half-added
+    b.clear()
+    b.put(b"b", b"2")
+    b.delete(b"a")
+    assert db.write(b) == 3 and db.get(b"b") == b"2" and db.get(b"a") is None
     db.close()

@@ -400,3 +400,100 @@ def test_leader_fenced_while_waiting_for_io_neither_writes_nor_syncs():
         w.commit_wait(2, lsm.Sync.FULL)  # later waiters raise too; nothing retried
     assert w.syncs == syncs
     w.close(sync=False)
+
+
+# -- the leader's group write on the plain filesystem (WritableFile.raw_write,
+# inlined in GroupSync.sync_to like append_locked's): the short-write rule
+# and fencing hold there too.
+
+
+def _full_threads(db, n_threads: int, per: int, seed: int) -> tuple[dict[bytes, bytes], list[BaseException]]:
+    acked: dict[bytes, bytes] = {}
+    errors: list[BaseException] = []
+    mu = threading.Lock()
+
+    def work(t: int) -> None:
+        r = random.Random(seed * 7 + t)
+        for i in range(per):
+            k, v = b"t%d-%04d" % (t, i), r.randbytes(r.randrange(0, 120))
+            try:
+                db.put(k, v, sync="full")
+            except lsm.NeedsRecoveryError as e:
+                with mu:
+                    errors.append(e)
+                return
+            with mu:
+                acked[k] = v
+
+    ts = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(n_threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+        assert not t.is_alive(), "a FULL committer hangs"
+    return acked, errors
+
+
+def test_short_direct_group_write_completes_the_group(tmp_path):
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    path = str(tmp_path / "db")
+    db = lsm.open(path, background="thread", sync="full", wal_preallocate=False)
+    f = db._wal._file
+    raw = f.raw_write
+    assert raw is not None  # the plain filesystem: the leader writes through raw_write
+    cuts: list[tuple[int, int]] = []
+
+    def short(data):
+        cut = rng.randrange(0, len(data))
+        cuts.append((cut, len(data)))
+        return raw(data[:cut])
+
+    f.raw_write = short
+    acked, errors = _full_threads(db, 4, 60, seed)
+    assert not errors and len(acked) == 240
+    assert db._wal._file is f and len(cuts) >= 1
+    assert any(n > 200 for _, n in cuts), "no group of several records was written"  # (one record is < 150 bytes)
+    assert f.size == os.path.getsize(db._wal.segment_path)
+    f.raw_write = raw
+    db.close()
+    db = lsm.open(path, background="inline")
+    try:
+        assert {k: db.get(k) for k in acked} == acked
+    finally:
+        db.close()
+
+
+def test_failed_direct_group_write_fences_and_loses_no_acknowledged_commit(tmp_path):
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    path = str(tmp_path / "db")
+    db = lsm.open(path, background="thread", sync="full", wal_preallocate=False)
+    f = db._wal._file
+    raw = f.raw_write
+    fail_at = rng.randint(5, 60)
+    calls = [0]
+
+    def failing(data):
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise OSError(errno.EIO, "injected group write failure")
+        return raw(data)
+
+    f.raw_write = failing
+    acked, errors = _full_threads(db, 4, 60, seed)
+    assert calls[0] >= fail_at and errors, "the failed write fenced nobody"
+    assert isinstance(db._wal.fenced, OSError)
+    with pytest.raises(lsm.NeedsRecoveryError):
+        db.put(b"later", b"x", sync="off")
+    try:
+        db.close()
+    except lsm.NeedsRecoveryError:
+        pass
+    db = lsm.open(path, background="inline")
+    try:
+        assert {k: db.get(k) for k in acked} == acked, "an acknowledged commit was lost"
+    finally:
+        db.close()

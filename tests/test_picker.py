@@ -242,7 +242,12 @@ def test_picker_is_pure_and_consistent_on_random_versions() -> None:
         assert c.level < 3 and c.output_level == c.level + 1
         assert scores[c.level] >= 1 and c.score == scores[c.level]
         if c.level == 0:
-            assert nums(c.inputs) == nums(list(v.levels[0]))
+            movable = [f for f in v.levels[0] if len(v.overlapping(0, f.smallest, f.largest)) == 1
+                       and not v.overlapping(1, f.smallest, f.largest)]
+            if movable:  # the oldest one alone: a trivial move
+                assert nums(c.inputs) == nums(movable[-1:]) and c.is_trivial_move
+            else:
+                assert nums(c.inputs) == nums(list(v.levels[0]))
         else:
             assert len(c.inputs) == 1
 
@@ -267,3 +272,24 @@ def _check_compaction(v: Version, c: Compaction) -> None:
         removed=[(c.level, f.number) for f in c.inputs] + [(c.output_level, f.number) for f in c.next_inputs],
     )
     v.apply(edit).check()
+
+
+def test_level0_file_overlapping_nothing_is_moved_alone() -> None:
+    """An ordered fill's level-0 files (disjoint ranges, nothing below them)
+    go down one by one, oldest first, as trivial moves; a level-0 file
+    overlapping another one or a level-1 file is compacted with all of
+    level 0 as before."""
+    opts = Options.from_kwargs(l0_compaction_trigger=2)
+    # Level 0 newest first: 3 [e, f], 2 [c, d], 1 [a, b]; level 1 empty.
+    v = version_of((0, fm(3, b"e", b"f", max_seq=3)), (0, fm(2, b"c", b"d", max_seq=2)), (0, fm(1, b"a", b"b", max_seq=1)))
+    c = pick_compaction(v, opts)
+    assert c is not None and nums(c.inputs) == [1] and c.is_trivial_move and c.output_level == 1
+    # File 1 overlaps a level-1 file: file 2 is the oldest movable one.
+    v = version_of((0, fm(3, b"e", b"f", max_seq=3)), (0, fm(2, b"c", b"d", max_seq=2)),
+                   (0, fm(1, b"a", b"b", max_seq=1)), (1, fm(4, b"b", b"b")))
+    c = pick_compaction(v, opts)
+    assert c is not None and nums(c.inputs) == [2] and c.is_trivial_move
+    # Every level-0 file overlaps another one: all of level 0, merged.
+    v = version_of((0, fm(3, b"a", b"f", max_seq=3)), (0, fm(2, b"c", b"d", max_seq=2)), (0, fm(1, b"e", b"g", max_seq=1)))
+    c = pick_compaction(v, opts)
+    assert c is not None and nums(c.inputs) == [3, 2, 1] and not c.is_trivial_move

@@ -416,3 +416,132 @@ def test_put_refuses_a_sequence_number_past_max_seq(tmp_path) -> None:
     finally:
         db._last_seq = 1
         db.close()
+
+
+# ---- session 9: WalWriter.append_locked's direct write inlined into DB.put; the WAL write-behind
+
+
+def _wal_state(wal) -> tuple:
+    return (wal.written_seq, wal._written_commits, wal.segment_records, wal.bytes_written, wal._file.size,
+            wal.durable_seq, wal.unsynced_since > 0)
+
+
+def test_put_inlined_wal_write_equals_append_locked(tmp_path, monkeypatch) -> None:
+    """DB.put writes an unsynced record itself (append_locked's direct
+    branch, inlined); the same ops through _commit_one (which calls
+    append_locked) leave the same segment bytes and the same writer
+    counters. FULL puts (which stage their record: append_locked's other
+    branch) are mixed in; not NORMAL, whose background syncer would sync
+    the two logs at different moments."""
+    import types
+
+    import lsm.db
+
+    rng = _rng("inline_append")
+    clock = [1_700_000_000_000_000_000]
+    monkeypatch.setattr(lsm.db, "time", types.SimpleNamespace(time_ns=lambda: clock[0], perf_counter=lsm.db.time.perf_counter,
+                                                              sleep=lsm.db.time.sleep))
+    dbs = [lsm.open(str(tmp_path / name), background="inline", sync=lsm.Sync.OFF, wal_preallocate=False,
+                    memtable_size=1 << 30) for name in ("put", "commit_one")]
+    try:
+        for i in range(600):
+            key, value = rng.randbytes(rng.randrange(1, 40)), rng.randbytes(rng.randrange(0, 300))
+            level = lsm.Sync.FULL if rng.random() < 0.1 else lsm.Sync.OFF
+            clock[0] += rng.randrange(0, 10**7)
+            a = dbs[0].put(key, value, sync=level)
+            b = dbs[1]._commit_one(ValueKind.PUT, key, value, level)
+            assert a == b
+            if i % 50 == 0:
+                assert _wal_state(dbs[0]._wal) == _wal_state(dbs[1]._wal), i
+        states = [_wal_state(db._wal) for db in dbs]
+        assert states[0] == states[1]
+        segs = [db._fs.read_file(db._wal.segment_path) for db in dbs]
+        assert segs[0] == segs[1] and len(segs[0]) == dbs[0]._wal.segment_bytes
+        assert _mem_state(dbs[0]._mem) == _mem_state(dbs[1]._mem)
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_put_inlined_wal_write_failure_fences(tmp_path) -> None:
+    """A failed os.write on put's inlined path fences the WAL as
+    append_locked does: NeedsRecoveryError, nothing added to the memtable,
+    the lock free, and every later commit refused."""
+    db = lsm.open(str(tmp_path / "db"), background="inline", sync=lsm.Sync.OFF, wal_preallocate=False)
+    try:
+        db.put(b"a", b"1")
+        f = db._wal._file
+
+        def broken(data):
+            raise OSError(5, "Input/output error")
+
+        f.raw_write = broken
+        size, seq = db._mem.size, db._last_seq
+        with pytest.raises(NeedsRecoveryError, match="WAL write to .* failed"):
+            db.put(b"b", b"2")
+        assert db._wal.fenced is not None and _lock_is_free(db)
+        assert db._mem.size == size and db._last_seq == seq and db._mem.get(b"b", 1 << 40) is None
+        with pytest.raises(NeedsRecoveryError):
+            db.put(b"c", b"3")
+    finally:
+        try:
+            db.close()
+        except NeedsRecoveryError:
+            pass
+
+
+def _write_behind_calls(monkeypatch, db) -> list:
+    import lsm.db
+
+    calls = []
+    monkeypatch.setattr(lsm.db, "_write_behind", lambda f: calls.append((f, db._mem, db._mem.size, db._wal.durable_seq)))
+    return calls
+
+
+def test_write_behind_once_per_memtable_at_three_quarters(tmp_path, monkeypatch) -> None:
+    """At no-sync levels, each memtable starts one write-behind of its WAL
+    segment (DB._preseal_locked), once it is 3/4 full and before it is
+    switched, on the live segment's file; the write-behind claims nothing
+    (durable_seq stays where the seals put it)."""
+    db = lsm.open(str(tmp_path / "db"), background="thread", sync=lsm.Sync.OFF, wal_preallocate=False,
+                  memtable_size=64 << 10)
+    try:
+        calls = _write_behind_calls(monkeypatch, db)
+        mems, files = [], {}
+        for i in range(4000):
+            if not mems or mems[-1] is not db._mem:
+                mems.append(db._mem)
+            files.setdefault(id(db._mem), db._wal._file)
+            db.put(b"%016d" % (i * 7919 % 4000), b"v" * 100)
+        switched = mems[:-1]
+        assert len(switched) >= 5
+        assert [c[1] for c in calls[: len(switched)]] == switched  # one each, in order, before its switch
+        assert len(calls) in (len(switched), len(switched) + 1)  # the live one too, if 3/4 full already
+        for f, _mem, size, _durable in calls:
+            assert size >= db._memtable_size * 3 // 4 and size < db._memtable_size
+            assert f is files[id(_mem)]
+        db.put(b"x", b"y")
+        assert db._wal.durable_seq < db._last_seq  # OFF commits after the last seal: nothing claimed them
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("case", ["inline", "crashfs", "full"])
+def test_no_write_behind_without_threads_a_plain_file_or_unsynced_commits(tmp_path, monkeypatch, case) -> None:
+    """No write-behind thread with background="inline" (deterministic
+    runs), under CrashFS (its crash points stay deterministic), or when
+    every commit is already durable (FULL puts)."""
+    kw = {"sync": lsm.Sync.FULL if case == "full" else lsm.Sync.OFF, "wal_preallocate": False, "memtable_size": 64 << 10}
+    if case == "crashfs":
+        db = lsm.open("/db", fs=CrashFS(), background="thread", **kw)
+    else:
+        db = lsm.open(str(tmp_path / "db"), background="inline" if case == "inline" else "thread", **kw)
+    try:
+        calls = _write_behind_calls(monkeypatch, db)
+        n = 1200 if case == "full" else 3000
+        for i in range(n):
+            db.put(b"%016d" % i, b"v" * 100)
+        assert db.stats()["flush_count"] + len(db._sv.imms) >= 2  # memtables filled past 3/4
+        assert calls == []
+    finally:
+        db.close()

@@ -328,11 +328,10 @@ def test_read_plan_matches_files_for_key(seed):
             number += 1
     v = v.apply(edit)
     v.check()
-    l0, deeper = v.read_plan
     for _ in range(100):
         key = rand_key(rng)
-        got = [n for lo, hi, n in l0 if lo <= key <= hi]
-        for largest, smallest, nums in deeper:
+        got = []
+        for largest, smallest, nums in v.read_plan:
             i = bisect_left(largest, key)
             if i < len(nums) and smallest[i] <= key:
                 got.append(nums[i])

@@ -4,7 +4,10 @@ rate, CPU per commit, syncs, commits per sync, context switches.
 
     python tools/sync_lab.py THREADS COMMITS SYNC_US [TREE]
 
-TREE: import lsm from that checkout (a HEAD worktree). The sleep is
+TREE: import lsm from that checkout (a HEAD worktree). SYNC_LAB_OPTIONS:
+integer options for lsm.open, ``name=value,...`` (``commit_linger_us=200``);
+SYNC_LAB_DIR: where the database goes (default /dev/shm; a real disk with
+SYNC_US 0 measures the disk's own sync). The sleep is
 installed before lsm is imported (lsm.base.fs binds os.fdatasync at import).
 """
 
@@ -29,8 +32,10 @@ if SLEEP:
 
 import lsm
 
-with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as t:
-    db = lsm.open(t + "/db", sync="full", background="thread")
+_dir = os.environ.get("SYNC_LAB_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+with tempfile.TemporaryDirectory(dir=_dir) as t:
+    opts = dict(kv.split("=", 1) for kv in os.environ.get("SYNC_LAB_OPTIONS", "").split(",") if kv)
+    db = lsm.open(t + "/db", sync="full", background="thread", **{k: int(v) for k, v in opts.items()})
     v = b"x" * 100
     for i in range(200):
         db.put(b"w%015d" % i, v)
@@ -57,5 +62,10 @@ with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") els
     groups = max(st["wal_groups"] - st0["wal_groups"], 1)
     print(f"threads {T}, sync +{SLEEP * 1e6:.0f} us: {n / w:,.0f}/s, cpu {c / n * 1e6:.1f} us/commit, syncs {syncs}, "
           f"commits/sync {(st['wal_synced_commits'] - st0['wal_synced_commits']) / groups:.2f}, "
-          f"voluntary cs/commit {(r1.ru_nvcsw - r0.ru_nvcsw) / n:.2f}, involuntary {(r1.ru_nivcsw - r0.ru_nivcsw) / n:.2f}")
+          f"voluntary cs/commit {(r1.ru_nvcsw - r0.ru_nvcsw) / n:.2f}, involuntary {(r1.ru_nivcsw - r0.ru_nivcsw) / n:.2f}, "
+          f"user {(r1.ru_utime - r0.ru_utime) / n * 1e6:.1f} us/commit, sys {(r1.ru_stime - r0.ru_stime) / n * 1e6:.1f}")
+    hist = {k: v - st0["group_commit_histogram"][k] for k, v in st["group_commit_histogram"].items()}
+    print(f"  groups by size (upper bound: count) {', '.join(f'{k}: {v}' for k, v in hist.items() if v)}; "
+          f"linger {(st['wal_linger_seconds'] - st0['wal_linger_seconds']) / syncs * 1e6:.0f} us/sync, "
+          f"sync p50 {st['wal_sync_latency']['p50'] * 1e6:.0f} us")
     db.close()

@@ -11,8 +11,9 @@ threads, job execution, the install, write pacing), ``state``
 Modes (``Options.background``):
 
 * ``process``: jobs run in the shared worker process pool
-  (lsm/compaction/worker.py); two orchestrating threads here (flush,
-  compaction) only wait on pipes and install results.
+  (lsm/compaction/worker.py), started lazily (``Background._lazy_prestart``);
+  two orchestrating threads here (flush, compaction) only wait on pipes
+  and install results.
 * ``thread``: jobs run in those threads (needed for an in-memory fs).
 * ``inline``: everything runs synchronously in the writer's thread, under
   the DB write lock (deterministic; tests).

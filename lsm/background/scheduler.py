@@ -31,6 +31,22 @@ if TYPE_CHECKING:
     from lsm.db import DB
 
 MAX_JOB_RETRIES = 3
+PRESTART_FRACTION = 0.25
+"""Process mode: the flush worker is started (``WorkerPool.prestart``) once
+the live memtable is this full, not at open (:meth:`Background._lazy_prestart`)."""
+PRESTART_LEAD_SECONDS = 2.0
+"""... or once, at its fill rate since the last look, it would be full this soon."""
+PRESTART_POLL_SECONDS = 0.05
+"""How often the idle flush thread looks at the memtable until then."""
+
+
+def flush_due(limit: int, size: int, rate: float) -> bool:
+    """A memtable of ``size`` bytes (of ``limit``) filling at ``rate``
+    bytes per second will need a flush soon: start the flush worker
+    (:meth:`Background._lazy_prestart`)."""
+    if size >= limit * PRESTART_FRACTION:
+        return True
+    return rate > 0 and (limit - size) / rate <= PRESTART_LEAD_SECONDS
 
 
 class Background(WalLifecycle, IngestEntryPoints):
@@ -54,6 +70,8 @@ class Background(WalLifecycle, IngestEntryPoints):
         self._compact_mu = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._pools = {k: shared_pool(k) for k in ("flush", "compaction")} if self.mode == "process" else None
+        self._prestarted = {"flush": self._pools is None, "compaction": self._pools is None}
+        self._fill_mark: tuple[Any, float, int] | None = None  # (memtable, time, size) at the flush thread's last look
         # counters (written by the install path under _install_mu)
         self.flush_count = 0
         self.flush_seconds = 0.0
@@ -106,9 +124,7 @@ class Background(WalLifecycle, IngestEntryPoints):
     def start(self) -> None:
         if self.mode == "inline":
             return
-        if self._pools is not None:
-            for pool in self._pools.values():
-                pool.prestart()
+        # (process mode: the worker processes start lazily, _lazy_prestart)
         for name, fn in (("lsm-flush", self._flush_loop), ("lsm-compaction", self._compaction_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             self._threads.append(t)
@@ -160,14 +176,46 @@ class Background(WalLifecycle, IngestEntryPoints):
         if db._blocked is not None:
             db._raise_blocked()
 
+    def _lazy_prestart(self, kind: str) -> None:
+        """Process mode: start the ``kind`` pool's worker in the background
+        (``WorkerPool.prestart``, a no-op when the process's pool has one),
+        once. Not at open: a worker's Python start-up (~0.25 s of CPU each)
+        competed with the first workload's commits on 2 cores (issue 7
+        target 1, fillsync right after open). The flush worker starts when
+        the live memtable is ``PRESTART_FRACTION`` full or, at its fill
+        rate, would be full within ``PRESTART_LEAD_SECONDS`` (an OFF fill:
+        at the first look; polled by the idle flush thread), or at the
+        first flush; the compaction worker at the first flush (compactions
+        need ``l0_compaction_trigger`` flushes). A job that finds no worker
+        starts one itself (``WorkerPool.run``)."""
+        if not self._prestarted[kind]:
+            self._prestarted[kind] = True
+            self._pools[kind].prestart()  # type: ignore[index]
+
+    def _memtable_filling(self) -> bool:
+        """The live memtable will need a flush soon (:meth:`_lazy_prestart`)."""
+        mem = self.db._mem
+        if mem is None:
+            return False
+        now, size, limit = time.monotonic(), mem.size, self.opts.memtable_size
+        mark, self._fill_mark = self._fill_mark, (mem, now, size)
+        if mark is None or mark[0] is not mem or now <= mark[1]:
+            return flush_due(limit, size, 0.0)
+        return flush_due(limit, size, (size - mark[2]) / (now - mark[1]))  # the rate since the last look
+
     def _flush_loop(self) -> None:
         while True:
             with self._cv:
                 while not self._queue and not self._stopped:
-                    self._cv.wait()
+                    if self._prestarted["flush"]:
+                        self._cv.wait()
+                    elif not self._cv.wait(PRESTART_POLL_SECONDS) and self._memtable_filling():
+                        self._lazy_prestart("flush")
                 if self._stopped:
                     return
                 job = self._queue[0]
+            self._lazy_prestart("flush")
+            self._lazy_prestart("compaction")
             try:
                 self._do_flush(job)
             except BaseException as e:  # noqa: BLE001 - any failure fences

@@ -16,7 +16,9 @@ Rules (leveldb's leveled compaction, simplified):
 * Level 0 -> 1: every level-0 file (they may all overlap, and compacting a
   subset could move a newer version of a key below an older one left in
   level 0) plus every level-1 file overlapping their combined key range.
-  Skipped if any of them is busy.
+  Skipped if any of them is busy. Except: the oldest level-0 file that
+  overlaps no other level-0 file and no level-1 file is picked alone, a
+  trivial move (an ordered fill's flushes: no rewrite at all).
 * Level n -> n+1: one file of level n plus every level-(n+1) file
   overlapping it. Candidates in order: with a cursor for level n, the first
   file whose smallest key is above the cursor, wrapping around (round robin
@@ -154,6 +156,13 @@ def _pick_level0(version: Version, busy: AbstractSet[int], score: float) -> Comp
     inputs = list(version.levels[0])
     if not inputs or _touches(inputs, busy):
         return None
+    # A level-0 file overlapping no other level-0 file and no level-1 file
+    # moves down by an edit, oldest first (a trivial move, as leveldb's
+    # one-file level-0 picks give for an ordered fill): no newer version
+    # can pass below an older one, and level 1 stays non-overlapping.
+    for f in reversed(inputs):
+        if len(version.overlapping(0, f.smallest, f.largest)) == 1 and not version.overlapping(1, f.smallest, f.largest):
+            return _build(version, 0, 1, [f], "l0_files", score)
     c = _build(version, 0, 1, inputs, "l0_files", score)
     return None if _touches(c.next_inputs, busy) else c
 

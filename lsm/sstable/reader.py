@@ -355,14 +355,25 @@ class TableReader(TableScan):
         if f.fd < 0:
             raise ClosedError(f"sstable {self.path} is closed")
         m = self._map
-        data = f.pread(off, n) if m is None else m[off : off + n]
         s = n - BLOCK_TRAILER_SIZE
-        if verify and s > 0 and len(data) == n:
-            cid, usize, stored = _TRAILER_UNPACK(data, s)
-            mv = memoryview(data)
-            if _masked_crc(mv[: s + 5]) == stored and (cid == _LZ4 or cid == _NONE):
+        if m is None:
+            data = f.pread(off, n)
+            ok = len(data) == n
+            at = s
+        else:
+            # Mapped: the trailer is unpacked from the map itself and only
+            # the crc's input is copied out (one slice instead of the
+            # block, a memoryview and two views of it: ~1.5k instructions
+            # less per load, callgrind).
+            data = m
+            ok = off + n <= len(m)
+            at = off + s
+        if verify and s > 0 and ok:
+            cid, usize, stored = _TRAILER_UNPACK(data, at)
+            d = data[: at + 5] if m is None else m[off : at + 5]  # stored bytes + codec + size
+            if _masked_crc(d) == stored and (cid == _LZ4 or cid == _NONE):
                 try:
-                    p = _lz4_exact(mv[:s], usize) if cid == _LZ4 else data[:s]
+                    p = _lz4_exact(d[:s], usize) if cid == _LZ4 else d[:s]
                 except ValueError:
                     p = None
                 if p is not None and len(p) == usize and usize >= 8:
@@ -395,7 +406,7 @@ class TableReader(TableScan):
                             if self._learn:
                                 self._learn = _learn_layout(p, o, nb)
                             return b
-        return self._load_block_checked(off, n, verify, data)
+        return self._load_block_checked(off, n, verify, data if m is None else m[off : off + n])
 
     def _load_block_checked(self, off: int, n: int, verify: bool, data: bytes) -> BlockView:
         """:meth:`_load_block` through :func:`unframe_block` and
@@ -455,6 +466,13 @@ class TableReader(TableScan):
             if not self._bloom_old.may_contain_hashed(h1, h2):
                 self.bloom_useful += 1
                 return None
+        return self.find_entry(key, target)
+
+    def find_entry(self, key: bytes, target: int) -> Entry | None:
+        """:meth:`lookup` after the bloom filter passed ``key`` (or without
+        consulting it): the index bisect and at most one data block.
+        ``DB._get`` probes a blocked filter itself and calls this directly
+        (a rejected table then costs no call, ~2k instructions)."""
         ikeys = self._ikeys
         nb = len(ikeys)
         i = bisect_left(ikeys, key)

@@ -122,19 +122,26 @@ def encode_record(
     Each crc32c call costs ~0.12 us of fixed overhead, so one call over
     ``header_tail + body`` (a concatenation the record needs anyway) beat
     chaining ``crc32c(body, crc32c(header_tail))`` (0.8 us) up to ~4 KiB
-    bodies; above that both are dominated by the crc and the copy.
+    bodies; above that both are dominated by the crc and the copy. So a
+    body over 4 KiB (a batch: 116 KiB for fillbatch's 1000 puts) takes the
+    chained crc and one join, one copy of the body instead of two (12.9 ->
+    9.5 us per 1000-put record, CPU).
     """
     if count < 1 or seq + count > _SEQ_LIMIT:  # a negative seq fails the pack below
         raise ValueError(
             f"WAL record: bad sequence range seq={seq} count={count} (need count >= 1, seq+count-1 <= {MAX_SEQ})"
         )
     try:
-        rest = _pack_tail(len(body), seq, count, timestamp_us, synced) + body
+        tail = _pack_tail(len(body), seq, count, timestamp_us, synced)
     except struct.error:
         raise ValueError(
             f"WAL record: a field is out of range (seq={seq}, timestamp_us={timestamp_us}, synced={synced}, "
             f"body of {len(body)} bytes, at most {MAX_BODY_SIZE})"
         ) from None
+    if len(body) > 4096:
+        crc = _crc32c(body, _crc32c(tail))
+        return b"".join((_pack_u32(((crc * _ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF), tail, body))
+    rest = tail + body
     return _pack_u32(((_crc32c(rest) * _ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF) + rest
 
 

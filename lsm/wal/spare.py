@@ -27,6 +27,20 @@ lock for an OFF commit: 40,000 OFF puts read 6.4 MB and ran 23-31k/s
 instead of 37-39k/s. Page-sized writes cost the spare thread ~2,500 more
 write(2) calls per 10 MiB, off the commit path.
 
+When (thread mode): not at once after a rotation but when the live
+segment will need its successor soon (:func:`due`): once it is
+``START_FRACTION`` full, or when at its fill rate (since the last look) it
+would be full within ``LEAD_SECONDS``, polled every ``POLL_SECONDS`` by the
+spare thread (a ``written`` callable gives the live segment's bytes). An
+OFF fill (~20 MB/s) starts it within the first poll, as before; a FULL
+commit stream (~1 MB/s) starts it half-way through the segment. Writing and
+syncing 10 MiB right after open or a rotation competed with the first FULL
+commits' fdatasyncs for the disk (issue 7 target 1: fillsync, 10,000 puts,
+~1.6 MB of WAL, is the first workload after open). A rotation that finds no
+ready spare creates its segment as without preallocation (as after a
+failed preparation); a rotation while the thread defers makes it prepare at
+once. ``written`` None (or ``inline``): prepared at once, as before.
+
 Thread-safety: ``_mu`` guards ``_ready`` and ``_busy``; ``failures`` is
 written by the one preparing thread at a time (the ``_busy`` flag).
 """
@@ -34,22 +48,42 @@ written by the one preparing thread at a time (the ``_busy`` flag).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from lsm.base import filenames
 from lsm.base.fs import FileSystem, io_site
+
+START_FRACTION = 0.5
+"""Prepare the spare once the live segment holds this fraction of ``size``."""
+LEAD_SECONDS = 2.0
+"""... or once, at its fill rate since the last look, it would be full this soon."""
+POLL_SECONDS = 0.02
+"""How often the deferring spare thread looks at the live segment's bytes."""
+
+
+def due(size: int, written: int, rate: float) -> bool:
+    """True when a live segment of ``written`` bytes, filling at ``rate``
+    bytes per second, needs its successor prepared now (module
+    docstring, "When")."""
+    if written >= size * START_FRACTION:
+        return True
+    return rate > 0 and (size - written) / rate <= LEAD_SECONDS
 
 
 class SpareSegment:
     """The spare segment file of one WAL directory (module docstring)."""
 
     def __init__(self, fs: FileSystem, wal_dir: str, size: int, *, inline: bool,
-                 stopped: Callable[[], bool]):
+                 stopped: Callable[[], bool], written: Callable[[], int] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.fs = fs
         self.size = size
         self.path = filenames.join(wal_dir, filenames.WAL_SPARE)
         self._inline = inline
         self._stopped = stopped  # the writer is fenced: the thread stops preparing
+        self._written = written  # the live segment's bytes (None: prepare at once)
+        self._clock = clock
         self._mu = threading.Lock()
         self._ready = False  # guarded by _mu
         self._busy = False  # guarded by _mu
@@ -112,7 +146,30 @@ class SpareSegment:
             self._kick.clear()
             if self._closed or self._stopped():
                 return
+            if self._ready:  # prepared since the rotation that kicked (it was busy then): nothing to do
+                continue
+            if self._written is not None and not self._wait_until_due(self._written):
+                return
             self.prepare()
+
+    def _wait_until_due(self, written: Callable[[], int]) -> bool:
+        """Poll the live segment until :func:`due` (module docstring,
+        "When"), or until a kick: a rotation that found no spare (prepare
+        at once), or close. False when closed or fenced."""
+        clock = self._clock
+        t0, b0 = clock(), written()  # (a rotation kicked: b0 is about the new segment's header)
+        while True:
+            if self._kick.wait(POLL_SECONDS):
+                self._kick.clear()
+                return not (self._closed or self._stopped())
+            if self._closed or self._stopped():
+                return False
+            b, t = written(), clock()
+            if b < b0:  # a rotation between the kick and the first look: prepare now
+                return True
+            if due(self.size, b, (b - b0) / (t - t0) if t > t0 else 0.0):
+                return True
+            t0, b0 = t, b  # the rate since the last look (a burst after an idle spell counts at once)
 
     def close(self) -> None:
         """Stop preparing; wait (at most 5 s) for the thread."""

@@ -41,7 +41,9 @@ value is safe, a read never sees a value larger than the truth.
 
 Locks: ``_cv`` (a Condition) guards ``durable_seq``, the sync gates,
 ``_barrier_seq``, ``synced_offset`` (writes) and the
-counters. ``_io_mu`` serializes writes to the live segment while records
+counters (a follower joining a forming group reads the gate and the
+counters without it, then waits on the gate: :meth:`GroupSync.sync_to`,
+"Fast path"). ``_io_mu`` serializes writes to the live segment while records
 are staged (and guards unstaging). Lock order: DB write lock, then
 ``_io_mu``, then ``_cv`` (taken under ``_io_mu`` only to fence); the sync
 leader takes ``_io_mu`` without the DB write lock and never while holding
@@ -86,6 +88,7 @@ GROUP_HIST_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128)
 SYNC_LATENCY_SAMPLES = 1024
 """WAL syncs whose durations are kept (a ring) for the latency percentiles
 (:meth:`GroupSync.sync_latency`). A power of two."""
+_LAT_MASK = SYNC_LATENCY_SAMPLES - 1
 
 
 class GroupSync:
@@ -166,18 +169,45 @@ class GroupSync:
         staged records (one write(2), under ``_io_mu``); a failed write is
         published like a failed sync. This is also the lone FULL writer's
         path, once per commit: it takes ``_cv``'s lock twice (as ``_mu``:
-        a Condition's ``with`` costs two Python calls) and ``_io_mu`` once
+        a Condition's ``with`` costs two Python calls) and ``_io_mu`` once,
+        each by ``acquire()`` and ``release()`` in ``try``/``finally`` (a
+        ``with`` on a lock builds and frees two bound methods and calls
+        ``__exit__`` with three arguments: ~1.5k instructions per commit
+        with 8 threads, ~3.5k for a lone committer, tools/group_callgrind.py),
         and does a few attribute updates around the fdatasync. A waiter
         that the sync it waited for covered returns when the gate opens,
         without another round on ``_cv``. While several threads commit, a
         group forms first (module docstring, "Group size"): its first
         committer waits with a timer, and the commit that completes it (or
-        the timer) leads."""
+        the timer) leads.
+
+        Fast path, without ``_cv``'s lock: a committer that finds a group
+        forming that its own commit does not complete (the common case
+        with many threads: every member but the first and the last) waits
+        on that group's gate at once, and re-checks under the lock (the
+        loop below) if the gate opens without making it durable. The
+        unlocked reads may be stale or mixed (a sync may publish between
+        them); each outcome is safe: any gate read from ``_sync_gate``
+        opens (its leader, its timer, a close or a fence opens it), a
+        stale gate only sends the committer round the loop, and a group
+        that the committer's own commit completed (counted before this
+        call, by ``append_locked``) reads as complete, so it takes the
+        loop and leads (a mixed read that says "not complete" then only
+        leaves the group to its timer). Saves the lock round and the
+        loop's checks for most followers (tools/group_callgrind.py)."""
+        gate = self._sync_gate
+        if (gate is not None and self._forming and self.fenced is None and self.durable_seq < seq
+                and (self._written_commits - self._synced_commits < self._want or self.commit_linger)):
+            gate.acquire()  # blocks until the group's sync is published (or its group is dissolved)
+            gate.release()  # and lets the next waiter through
+            if self.durable_seq >= seq and self._dir_synced and self.fenced is None:
+                return
         mu = self._mu
         designated: threading.Lock | None = None  # the next sync's gate, if this thread is to lead it
         timer: threading.Lock | None = None  # the forming group's gate, while this thread holds its timer
         while True:
-            with mu:
+            mu.acquire()
+            try:
                 if self.fenced is not None:
                     self._raise_fenced()  # (a fence opens a forming group's gate: _open_next_gate_locked)
                 cur = self._sync_gate
@@ -226,7 +256,7 @@ class GroupSync:
                     # its sync (no hand-off back to the thread that formed
                     # it), or the timer's holder when its time is up.
                     gate = cur
-                    if ((not self.commit_linger and self._written_commits - self._synced_commits >= self._want)
+                    if ((self._written_commits - self._synced_commits >= self._want and not self.commit_linger)
                             or (timer is cur and _perf_counter() >= deadline)):
                         self._forming = False
                         self.linger_seconds += _perf_counter() - self._formed_at
@@ -238,6 +268,8 @@ class GroupSync:
                     if gate is None:  # lead the next sync once this one ends
                         designated = self._next_gate = _new_gate()
                         gate = cur
+            finally:
+                mu.release()
             if timer is gate:
                 left = deadline - _perf_counter()
                 if left > 0 and self._linger_wait(gate, left):
@@ -259,7 +291,9 @@ class GroupSync:
         # Not under _cv: direct appends wait on _io_mu only while records
         # are staged, and never hold _cv while they wait.
         staged = self._staged
-        with self._io_mu:
+        io_mu = self._io_mu
+        io_mu.acquire()
+        try:
             target = self.written_seq
             target_bytes = self.bytes_written
             commits = self._written_commits
@@ -273,11 +307,21 @@ class GroupSync:
                 err = self.fenced
             elif n:
                 try:
-                    f.write(staged[0] if n == 1 else b"".join(staged[:n]))
+                    data = staged[0] if n == 1 else b"".join(staged[:n])
+                    raw = f.raw_write
+                    if raw is None:
+                        f.write(data)
+                    else:  # WritableFile.write's direct branch, inlined (as in append_locked)
+                        k = raw(data)
+                        f.size += k
+                        if k != len(data):
+                            f.write_rest(data, k)
                     del staged[:n]
                 except BaseException as e:  # noqa: BLE001 - fences below, like a failed sync
                     err = e
             target_off = f.size  # all written before the sync starts
+        finally:
+            io_mu.release()
         self._sync_target = target  # one store, read under _cv (the comment above)
         t0 = _perf_counter()
         try:
@@ -290,7 +334,8 @@ class GroupSync:
             err = e
         dt = _perf_counter() - t0
         _exit_site(token)
-        with mu:
+        mu.acquire()
+        try:
             self._sync_gate = None
             if err is not None:
                 if self.fenced is None:
@@ -307,7 +352,7 @@ class GroupSync:
                 group = commits - self._synced_commits
                 self._synced_commits = commits
                 n = self.syncs
-                self._sync_lat[n & (SYNC_LATENCY_SAMPLES - 1)] = dt
+                self._sync_lat[n & _LAT_MASK] = dt
                 self.syncs = n + 1
                 self.sync_seconds += dt
                 self.synced_bytes = target_bytes
@@ -336,6 +381,8 @@ class GroupSync:
                     self.group_hist[_bisect_left(GROUP_HIST_BOUNDS, group)] += 1
             if self._waiting:
                 self._cv.notify_all()
+        finally:
+            mu.release()
         gate.release()
         if err is not None:
             self._fence(err)

@@ -125,7 +125,7 @@ class WalWriter(GroupSync):
         # -- preallocation (module docstring)
         self.preallocate = preallocate
         self._spare = SpareSegment(fs, wal_dir, preallocate, inline=prepare_inline,
-                                   stopped=lambda: self.fenced is not None)
+                                   stopped=lambda: self.fenced is not None, written=lambda: self.segment_bytes)
         self._file_preallocated = False  # guarded by the DB write lock
         self.spares_used = 0
 
