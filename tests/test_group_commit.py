@@ -434,13 +434,26 @@ def _full_threads(db, n_threads: int, per: int, seed: int) -> tuple[dict[bytes, 
     return acked, errors
 
 
-def test_short_direct_group_write_completes_the_group(tmp_path):
-    seed = random.randrange(1 << 30)
+def _direct_write_db(tmp_path):
+    """A FULL database whose leader writes groups through ``raw_write``
+    (the plain filesystem), and a seeded rng: LSM_GC_SEED replays a run."""
+    seed = int(os.environ.get("LSM_GC_SEED") or random.randrange(1 << 30))
     print("seed", seed)
-    rng = random.Random(seed)
     path = str(tmp_path / "db")
     db = lsm.open(path, background="thread", sync="full", wal_preallocate=False)
-    f = db._wal._file
+    return seed, random.Random(seed), path, db, db._wal._file
+
+
+def _reopened_holds(path, acked):
+    db = lsm.open(path, background="inline")
+    try:
+        assert {k: db.get(k) for k in acked} == acked, "an acknowledged commit was lost"
+    finally:
+        db.close()
+
+
+def test_short_direct_group_write_completes_the_group(tmp_path):
+    seed, rng, path, db, f = _direct_write_db(tmp_path)
     raw = f.raw_write
     assert raw is not None  # the plain filesystem: the leader writes through raw_write
     cuts: list[tuple[int, int]] = []
@@ -458,20 +471,11 @@ def test_short_direct_group_write_completes_the_group(tmp_path):
     assert f.size == os.path.getsize(db._wal.segment_path)
     f.raw_write = raw
     db.close()
-    db = lsm.open(path, background="inline")
-    try:
-        assert {k: db.get(k) for k in acked} == acked
-    finally:
-        db.close()
+    _reopened_holds(path, acked)
 
 
 def test_failed_direct_group_write_fences_and_loses_no_acknowledged_commit(tmp_path):
-    seed = random.randrange(1 << 30)
-    print("seed", seed)
-    rng = random.Random(seed)
-    path = str(tmp_path / "db")
-    db = lsm.open(path, background="thread", sync="full", wal_preallocate=False)
-    f = db._wal._file
+    seed, rng, path, db, f = _direct_write_db(tmp_path)
     raw = f.raw_write
     fail_at = rng.randint(5, 60)
     calls = [0]
@@ -492,8 +496,4 @@ def test_failed_direct_group_write_fences_and_loses_no_acknowledged_commit(tmp_p
         db.close()
     except lsm.NeedsRecoveryError:
         pass
-    db = lsm.open(path, background="inline")
-    try:
-        assert {k: db.get(k) for k in acked} == acked, "an acknowledged commit was lost"
-    finally:
-        db.close()
+    _reopened_holds(path, acked)

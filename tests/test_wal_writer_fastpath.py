@@ -15,6 +15,7 @@ from tests.test_wal_writer_races import (
     LingerSpy,
     Log,
     Run,
+    _first_two_of_a_group,
     _group_of_three,
     _poll,
     durable,
@@ -57,13 +58,8 @@ def test_joiner_of_a_forming_group_waits_without_the_lock():
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
-    first = Run(lambda: w.commit_wait(a, FULL), "first")
-    first.start()
-    assert spy.lingering.wait(TIMEOUT)
-    w._mu = mu = _CountingMu(w._mu)
-    b = log.append(FULL)
-    second = Run(lambda: w.commit_wait(b, FULL), "second")
-    second.start()
+    mu = _CountingMu(w._mu)
+    first, second, b = _first_two_of_a_group(log, a, spy, TIMEOUT, between=lambda: setattr(w, "_mu", mu))
     assert _poll(lambda: in_sync_to(second)), "the joiner never waited"
     assert w.syncs == syncs and w._forming and w.durable_seq < b
     c = log.append(FULL)

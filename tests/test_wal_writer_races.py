@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import re
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -446,15 +447,19 @@ def _group_of_three(log: Log) -> None:
     assert log.w._last_group == 3
 
 
-def _first_two_of_a_group(log: Log, a: int, spy: LingerSpy, wait: float = 5.0) -> tuple[Run, Run, int]:
+def _first_two_of_a_group(log: Log, a: int, spy: LingerSpy, wait: float = 5.0,
+                          between: Callable[[], object] | None = None) -> tuple[Run, Run, int]:
     """Start the first committer of a forming group (commit ``a``: it forms
     the group and waits with its timer, ``spy``) and a second (a new FULL
     commit that joins the group and waits on its gate); return both runs
-    and the second's seq once both wait."""
+    and the second's seq once both wait. ``between()``, if given, runs once
+    the first waits and before the second commits."""
     w = log.w
     first = Run(lambda: w.commit_wait(a, FULL), "first")
     first.start()
     assert spy.lingering.wait(wait)
+    if between is not None:
+        between()
     b = log.append(FULL)
     second = Run(lambda: w.commit_wait(b, FULL), "second")
     second.start()
