@@ -222,7 +222,7 @@ class WriteBatch:
     def columns(self) -> tuple[list[bytes], list[bytes], bytearray | None]:
         """``(keys, values, kinds)``, the batch's own lists (not copies:
         read only); ``kinds`` None when every op is a PUT."""
-        return self._keys, self._values, self._kinds if self._kinds is None else self._kinds_column()
+        return self._keys, self._values, self._kinds_column()
 
     def ops(self) -> list[tuple[int, bytes, bytes]]:
         """The ops as (kind, key, value), in order (a new list)."""

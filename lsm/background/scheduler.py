@@ -26,6 +26,7 @@ from lsm.manifest.edit import VersionEdit
 from lsm.memtable import MemTable
 from lsm.sstable.reader import TableReader
 from lsm.wal.archive import WalArchive
+from lsm.wal.spare import due
 
 if TYPE_CHECKING:
     from lsm.db import DB
@@ -43,10 +44,9 @@ PRESTART_POLL_SECONDS = 0.05
 def flush_due(limit: int, size: int, rate: float) -> bool:
     """A memtable of ``size`` bytes (of ``limit``) filling at ``rate``
     bytes per second will need a flush soon: start the flush worker
-    (:meth:`Background._lazy_prestart`)."""
-    if size >= limit * PRESTART_FRACTION:
-        return True
-    return rate > 0 and (limit - size) / rate <= PRESTART_LEAD_SECONDS
+    (:meth:`Background._lazy_prestart`): the spare segment's rule
+    (:func:`lsm.wal.spare.due`) with the memtable's fraction and lead."""
+    return due(limit, size, rate, PRESTART_FRACTION, PRESTART_LEAD_SECONDS)
 
 
 class Background(WalLifecycle, IngestEntryPoints):

@@ -62,13 +62,16 @@ POLL_SECONDS = 0.02
 """How often the deferring spare thread looks at the live segment's bytes."""
 
 
-def due(size: int, written: int, rate: float) -> bool:
-    """True when a live segment of ``written`` bytes, filling at ``rate``
-    bytes per second, needs its successor prepared now (module
-    docstring, "When")."""
-    if written >= size * START_FRACTION:
+def due(size: int, written: int, rate: float, fraction: float = START_FRACTION,
+        lead_seconds: float = LEAD_SECONDS) -> bool:
+    """True when a live segment of ``written`` bytes (of ``size``), filling
+    at ``rate`` bytes per second, needs its successor prepared now: it is
+    ``fraction`` full, or would be full within ``lead_seconds`` (module
+    docstring, "When"). The flush worker's lazy start asks the same of the
+    memtable (lsm.background.scheduler.flush_due)."""
+    if written >= size * fraction:
         return True
-    return rate > 0 and (size - written) / rate <= LEAD_SECONDS
+    return rate > 0 and (size - written) / rate <= lead_seconds
 
 
 class SpareSegment:

@@ -307,15 +307,7 @@ class GroupSync:
                 err = self.fenced
             elif n:
                 try:
-                    data = staged[0] if n == 1 else b"".join(staged[:n])
-                    raw = f.raw_write
-                    if raw is None:
-                        f.write(data)
-                    else:  # WritableFile.write's direct branch, inlined (as in append_locked)
-                        k = raw(data)
-                        f.size += k
-                        if k != len(data):
-                            f.write_rest(data, k)
+                    f.write(staged[0] if n == 1 else b"".join(staged[:n]))
                     del staged[:n]
                 except BaseException as e:  # noqa: BLE001 - fences below, like a failed sync
                     err = e
