@@ -24,7 +24,6 @@ worker process (default), a thread, or inline.
 
 from __future__ import annotations
 
-import threading
 import time
 from bisect import bisect_left as _bisect_left
 from time import monotonic as _monotonic
@@ -70,7 +69,7 @@ assert _OP_HEADER_SIZE == 9 and _ROTATE_MUL == 0x100000001 and _MASK_DELTA == 0x
 def _write_behind(f: Any) -> None:
     """DB._preseal_locked's thread: a hint, so any error is the seal's to meet."""
     try:
-        f.datasync()  # a sealed and closed file: EBADF (its number reused: another file synced)
+        f.datasync()  # (f stays open until this returns: WalWriter.write_behind_locked)
     except Exception:  # noqa: BLE001, S110
         pass
 
@@ -124,10 +123,18 @@ class DB(DBScan):
                           key, value))
             # The mask of lsm.wal.format (its _ROTATE_MUL and _MASK_DELTA, as constants).
             rec = _pack_u32(((_crc32c(rest) * 0x100000001 >> 15) + 0xA282EAD8) & 0xFFFFFFFF) + rest
-            f = wal._file
-            raw = f.raw_write
-            if (level >= _SYNC_FULL or raw is None or wal._staged or wal.fenced is not None
-                    or wal._barrier_seq > wal.durable_seq):
+            if level >= _SYNC_FULL and wal.fenced is None and wal._barrier_seq <= wal.durable_seq:
+                # WalWriter.append_locked's staged branch, inlined: one frame less
+                # per FULL commit. Keep in step (tests/test_put_full_path.py).
+                wal._staged.append(rec)  # before written_seq moves (sync_to reads them in that order)
+                if wal.written_seq <= wal.durable_seq:
+                    wal.unsynced_since = _monotonic()
+                wal.written_seq = seq
+                wal._written_commits += 1
+                wal.segment_records += 1
+                wal.bytes_written += len(rec)
+            elif ((raw := (f := wal._file).raw_write) is None or wal._staged  # (FULL/EXTRA here: fenced or barrier)
+                    or wal.fenced is not None or wal._barrier_seq > wal.durable_seq):
                 wal.append_locked(rec, seq, 1, level)
             else:
                 # WalWriter.append_locked's direct write (nothing staged, no
@@ -160,6 +167,15 @@ class DB(DBScan):
         finally:
             mu.release()
         if level >= _SYNC_FULL:  # WalWriter.commit_wait's FULL/EXTRA branch, inlined: one frame less
+            # GroupSync.sync_to's fast path (why its unlocked reads are safe:
+            # its docstring), inlined: one frame less per follower. Keep in step.
+            gate = wal._sync_gate
+            if (gate is not None and wal._forming and wal.fenced is None and wal.durable_seq < seq
+                    and (wal._written_commits - wal._synced_commits < wal._want or wal.commit_linger)):
+                gate.acquire()  # blocks until the group's sync is published (or its group is dissolved)
+                gate.release()  # and lets the next waiter through
+                if wal.durable_seq >= seq and wal._dir_synced and wal.fenced is None:
+                    return seq
             wal.sync_to(seq, level)
         elif level:
             wal.commit_wait(seq, level)
@@ -368,6 +384,8 @@ class DB(DBScan):
         its switch is simply tried again at the next write)."""
         opts = self._opts
         wal = self._wal
+        if self._looking:  # a fill checkpoint? (lsm/background/fill_checkpoints.py)
+            self._bg.fill.look_locked(self._mem, wal)
         if self._presealed is not self._mem and self._mem.size >= self._memtable_size * 3 // 4:
             self._preseal_locked()
         stalled = 0.0
@@ -421,7 +439,8 @@ class DB(DBScan):
         ``_room_at``: a live-memtable size reached no later than either
         limit (the memtable size, or the WAL room left scaled by
         _WAL_BYTES_PER_MEM), so they may call _make_room_locked early (it
-        then only re-arms), never late."""
+        then only re-arms), never late; both no later than the next fill
+        checkpoint while one is armed (lsm/background/fill_checkpoints.py)."""
         wal = self._wal
         _files, live, flushing = self._bg.wal_live(self._mem_wal_paths, wal.segment_path, wal.segment_bytes,
                                                    remember=True)
@@ -438,9 +457,11 @@ class DB(DBScan):
         self._room_at = min(self._memtable_size, self._mem.size + (at - wal.segment_bytes) * mem_per // wal_per)
         if self._presealed is not self._mem:  # (_preseal_locked)
             self._room_at = min(self._room_at, self._memtable_size * 3 // 4)
+        self._looking = self._bg.fill.arm_locked(self)  # (may lower _room_at and _room_check_at)
         return False
 
     _presealed: MemTable | None = None  # the live memtable once _preseal_locked ran for it
+    _looking = True  # a fill checkpoint is armed (_wal_switch_due_locked); under _write_mu
 
     def _preseal_locked(self) -> None:
         """REQUIRES: _write_mu held; the live memtable 3/4 full. Start
@@ -458,7 +479,7 @@ class DB(DBScan):
         f = wal._file
         if (self._opts.background != "inline" and f is not None and f.raw_write is not None
                 and wal.written_seq > wal.durable_seq):
-            threading.Thread(target=_write_behind, args=(f,), name="lsm-wal-writebehind", daemon=True).start()
+            wal.write_behind_locked(_write_behind)  # (f stays open until it returns)
 
     def _wal_released(self) -> None:
         """Background work retired WAL segments (after a flush, or at open):

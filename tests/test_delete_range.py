@@ -33,6 +33,7 @@ from lsm.compaction import runner
 from lsm.sstable import TableReader, TableWriter
 from lsm.sstable.block import FOOTER_SIZE
 from tests.conftest import TINY
+from tests.test_power_cut import record_written_seq
 from tests.test_model import ANY_KEY, VALUES, DBModel
 
 SEED = int(os.environ.get("LSM_RD_SEED", random.randrange(1 << 30)))
@@ -472,13 +473,9 @@ def test_power_cut_keeps_delete_range_atomic():
     for rnd in range(int(os.environ.get("LSM_CRASH_ROUNDS", "8"))):
         written: dict[int, list] = {}
         current: list = []
-        orig = db._wal.append_locked
-
-        def append_locked(record, last_seq, count_commits=1, level=0, orig=orig, written=written, current=current):
-            orig(record, last_seq, count_commits, level)
-            written[last_seq] = current[0]
-
-        db._wal.append_locked = append_locked
+        # seq -> op, whenever a record is appended (DB.put inlines its
+        # FULL append: a setter on written_seq sees every path).
+        record_written_seq(db._wal, lambda seq, written=written, current=current: written.__setitem__(seq, current[0]))
         acked: list[int] = []
         if rng.random() < 0.5:
             fs.arm_crash(rng.randint(1, 10), site=rng.choice(["flush", "compaction", "manifest"]),

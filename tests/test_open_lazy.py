@@ -47,79 +47,70 @@ def test_due_rule() -> None:
     assert due(size, 1 << 20, 25e6)  # an OFF fill: at once
 
 
-class _Segment:
-    """A live segment's byte count and a clock, driven by the test."""
-
-    def __init__(self) -> None:
-        self.bytes = 24
-        self.now = 0.0
-        self.looks = 0
-        self.looked = threading.Event()
-
-    def written(self) -> int:
-        self.looks += 1
-        if self.looks >= 5:
-            self.looked.set()
-        return self.bytes
-
-    def clock(self) -> float:
-        return self.now
-
-
-def _spare(fs: CrashFS, seg: _Segment, size: int = 64 << 10) -> SpareSegment:
+def _spare(fs: CrashFS, size: int = 64 << 10) -> SpareSegment:
     fs.makedirs("/w")
-    return SpareSegment(fs, "/w", size, inline=False, stopped=lambda: False, written=seg.written, clock=seg.clock)
+    return SpareSegment(fs, "/w", size, inline=False, stopped=lambda: False, deferred=True)
 
 
 def test_spare_waits_until_half_full() -> None:
-    fs, seg = CrashFS(), _Segment()
-    sp = _spare(fs, seg)
+    """A rotation's want() only marks the spare pending (no thread, no
+    file); the write path's looks (SpareSegment.look) kick the thread once
+    the segment is due."""
+    fs = CrashFS()
+    sp = _spare(fs)
     try:
         sp.want()
-        assert seg.looked.wait(60)  # polled 5 times, no time passed, nothing written
-        assert not fs.exists(sp.path) and not sp.take()
-        seg.bytes = sp.size // 2
-        _eventually(lambda: fs.exists(sp.path) and sp._ready, "the spare prepared at half full")
+        assert sp.pending and sp._thread is None
+        for _ in range(5):
+            sp.look(24, 0.0)  # nothing written, no rate
+        sp.look(sp.size // 2 - 1, 1.0)
+        assert sp.pending and sp._thread is None and not fs.exists(sp.path) and not sp.take()
+        sp.look(sp.size // 2, 0.0)
+        assert not sp.pending
+        _eventually(lambda: sp._ready, "the spare prepared at half full")
         assert fs.file_size(sp.path) == sp.size and sp.take()
     finally:
         sp.close()
 
 
 def test_spare_starts_at_once_for_a_fast_fill() -> None:
-    fs, seg = CrashFS(), _Segment()
-    sp = _spare(fs, seg)
+    fs = CrashFS()
+    sp = _spare(fs)
     try:
         sp.want()
-        _eventually(lambda: seg.looks >= 1, "the thread's first look (its baseline)")
-        seg.bytes, seg.now = sp.size // 10, 0.01  # a tenth in 10 ms: full within the lead
+        sp.look(sp.size // 10, sp.size / 10 / 0.01)  # a tenth in 10 ms: full within the lead
+        assert not sp.pending
         _eventually(lambda: sp._ready, "the spare prepared for a fast fill")
     finally:
         sp.close()
 
 
-def test_rotation_while_deferring_prepares_at_once() -> None:
-    """A rotation that found no spare (the fill rate jumped) kicks the
-    deferring thread: it prepares now, whatever the rate."""
-    fs, seg = CrashFS(), _Segment()
-    sp = _spare(fs, seg)
+def test_rotation_while_pending_prepares_at_once() -> None:
+    """A rotation that found no spare because no look found the last
+    segment due (the fill rate jumped): the thread prepares now, whatever
+    the rate."""
+    fs = CrashFS()
+    sp = _spare(fs)
     try:
         sp.want()
-        assert seg.looked.wait(60)
+        sp.look(24, 0.0)
         assert not sp.take()  # the rotation finds none (and creates its segment)
-        seg.bytes = 24
         sp.want()
         _eventually(lambda: sp._ready, "the spare prepared after the rotation's kick")
+        assert sp.take()
+        sp.want()  # it had one: the next waits for its looks again
+        assert sp.pending
     finally:
         sp.close()
 
 
-def test_close_while_deferring() -> None:
-    fs, seg = CrashFS(), _Segment()
-    sp = _spare(fs, seg)
+def test_close_while_pending() -> None:
+    fs = CrashFS()
+    sp = _spare(fs)
     sp.want()
-    assert seg.looked.wait(60)
     sp.close()
-    assert sp._thread is not None and not sp._thread.is_alive()
+    sp.look(sp.size, 0.0)  # a look after close starts nothing
+    assert sp._thread is None
     assert not fs.exists(sp.path)
 
 
@@ -152,24 +143,23 @@ def test_db_first_segment_preallocated_spare_deferred(background: str) -> None:
 _CHILD = r"""
 import os, sys, time
 import lsm
-from lsm.background import scheduler
 from lsm.compaction.worker import shared_pool
 
 d = sys.argv[1]
 db = lsm.open(d, background="process", l0_compaction_trigger=2, sync="off")  # 8 MiB memtable
 flush, comp = shared_pool("flush"), shared_pool("compaction")
-time.sleep(3 * scheduler.PRESTART_POLL_SECONDS)
+time.sleep(0.2)
 print("after open", flush._started, comp._started, flush=True)
 for i in range(200):  # ~26 KB: under a quarter of the memtable, and at no rate that fills it within 2 s
     db.put(b"a%06d" % i, b"v" * 100)
-time.sleep(3 * scheduler.PRESTART_POLL_SECONDS)
+time.sleep(0.2)
 print("few puts", flush._started, comp._started, flush=True)
 n = 200
 while db._mem.size < (8 << 20) * 0.3:  # past a quarter, short of full: no flush can start it
     db.put(b"a%06d" % n, b"v" * 100)
     n += 1
 t = time.monotonic()
-while flush._started == 0 and time.monotonic() - t < 60:  # the idle flush thread starts it
+while flush._started == 0 and time.monotonic() - t < 60:  # a fill checkpoint (the write path) started it
     time.sleep(0.01)
 print("filling", flush._started, db.stats()["flush_count"], flush=True)
 while db.stats()["compaction_count"] == 0:

@@ -54,17 +54,31 @@ S = lsm.Sync
 
 
 class Recorder:
-    """Wraps the WAL writer's append: seq range -> the attempt whose record
-    reached write(2). Runs under the DB write lock."""
+    """Records seq range -> the attempt whose record was appended to the
+    WAL (reached write(2), or staged for its group's), under the DB write
+    lock: a setter on the writer's ``written_seq``, which every append path
+    sets once its record is in (WalWriter.append_locked, and DB.put's
+    inlined appends, which do not call it)."""
 
     def __init__(self, db, written, local):
-        orig = db._wal.append_locked
+        record_written_seq(db._wal, lambda seq: written.__setitem__(seq, local.attempt))
 
-        def append_locked(record, last_seq, count_commits=1, level=0):
-            orig(record, last_seq, count_commits, level)
-            written[last_seq] = local.attempt
 
-        db._wal.append_locked = append_locked
+def record_written_seq(wal, on_set) -> None:
+    """Call ``on_set(seq)`` whenever ``wal.written_seq`` is set (a subclass
+    with a ``written_seq`` property swapped in as the writer's class)."""
+
+    class _Recording(type(wal)):
+        @property
+        def written_seq(self):
+            return self.__dict__["written_seq"]
+
+        @written_seq.setter
+        def written_seq(self, seq):
+            self.__dict__["written_seq"] = seq
+            on_set(seq)
+
+    wal.__class__ = _Recording
 
 
 class Attempt:

@@ -13,6 +13,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from lsm.background.fill_checkpoints import FillCheckpoints
 from lsm.background.ingest import IngestEntryPoints
 from lsm.background.state import ImmJob, SuperVersion, meta, open_reader, remove_table
 from lsm.background.wal_lifecycle import WalLifecycle
@@ -36,9 +37,7 @@ PRESTART_FRACTION = 0.25
 """Process mode: the flush worker is started (``WorkerPool.prestart``) once
 the live memtable is this full, not at open (:meth:`Background._lazy_prestart`)."""
 PRESTART_LEAD_SECONDS = 2.0
-"""... or once, at its fill rate since the last look, it would be full this soon."""
-PRESTART_POLL_SECONDS = 0.05
-"""How often the idle flush thread looks at the memtable until then."""
+"""... or once, at its fill rate since the last checkpoint, it would be full this soon."""
 
 
 def flush_due(limit: int, size: int, rate: float) -> bool:
@@ -71,7 +70,9 @@ class Background(WalLifecycle, IngestEntryPoints):
         self._threads: list[threading.Thread] = []
         self._pools = {k: shared_pool(k) for k in ("flush", "compaction")} if self.mode == "process" else None
         self._prestarted = {"flush": self._pools is None, "compaction": self._pools is None}
-        self._fill_mark: tuple[Any, float, int] | None = None  # (memtable, time, size) at the flush thread's last look
+        # The write path's fill checkpoints (under the DB write lock): they
+        # start the flush worker (_flush_look) and kick the spare WAL segment.
+        self.fill = FillCheckpoints(self.opts.memtable_size, lambda: not self._prestarted["flush"], self._flush_look)
         # counters (written by the install path under _install_mu)
         self.flush_count = 0
         self.flush_seconds = 0.0
@@ -184,33 +185,27 @@ class Background(WalLifecycle, IngestEntryPoints):
         target 1, fillsync right after open). The flush worker starts when
         the live memtable is ``PRESTART_FRACTION`` full or, at its fill
         rate, would be full within ``PRESTART_LEAD_SECONDS`` (an OFF fill:
-        at the first look; polled by the idle flush thread), or at the
-        first flush; the compaction worker at the first flush (compactions
+        at the second fill checkpoint, lsm/background/fill_checkpoints.py;
+        nothing polls), or at the first flush; the compaction worker at the first flush (compactions
         need ``l0_compaction_trigger`` flushes). A job that finds no worker
         starts one itself (``WorkerPool.run``)."""
         if not self._prestarted[kind]:
             self._prestarted[kind] = True
             self._pools[kind].prestart()  # type: ignore[index]
 
-    def _memtable_filling(self) -> bool:
-        """The live memtable will need a flush soon (:meth:`_lazy_prestart`)."""
-        mem = self.db._mem
-        if mem is None:
-            return False
-        now, size, limit = time.monotonic(), mem.size, self.opts.memtable_size
-        mark, self._fill_mark = self._fill_mark, (mem, now, size)
-        if mark is None or mark[0] is not mem or now <= mark[1]:
-            return flush_due(limit, size, 0.0)
-        return flush_due(limit, size, (size - mark[2]) / (now - mark[1]))  # the rate since the last look
+    def _flush_look(self, size: int, rate: float) -> None:
+        """A fill checkpoint (the DB write path, under its write lock): the
+        live memtable holds ``size`` bytes, filling at ``rate`` bytes per
+        second. Never blocks (``WorkerPool.prestart`` starts the worker on
+        a thread of its own)."""
+        if flush_due(self.opts.memtable_size, size, rate):
+            self._lazy_prestart("flush")
 
     def _flush_loop(self) -> None:
         while True:
             with self._cv:
                 while not self._queue and not self._stopped:
-                    if self._prestarted["flush"]:
-                        self._cv.wait()
-                    elif not self._cv.wait(PRESTART_POLL_SECONDS) and self._memtable_filling():
-                        self._lazy_prestart("flush")
+                    self._cv.wait()  # no timeout: a job or stop (the worker's early start: _flush_look)
                 if self._stopped:
                     return
                 job = self._queue[0]
@@ -289,7 +284,7 @@ class Background(WalLifecycle, IngestEntryPoints):
         while True:
             with self._cv:
                 while not self._compact_wanted and not self._stopped:
-                    self._cv.wait(1.0)
+                    self._cv.wait()  # no timeout: every install that may want one sets _compact_wanted
                 if self._stopped:
                     return
                 self._compact_wanted = False
@@ -378,6 +373,9 @@ class Background(WalLifecycle, IngestEntryPoints):
                     raise
                 finally:
                     self.compactions_running -= 1
+        with self._cv:  # its outputs may leave a level over its target: the idle loop looks
+            self._compact_wanted = True
+            self._cv.notify_all()
 
     def _run_compaction(self, c: Compaction) -> None:
         """REQUIRES: _compact_mu held."""

@@ -86,6 +86,7 @@ MAX_TRAILER: Final = (1 << 64) - 1
 _LITTLE: Final = sys.byteorder == "little"
 _LZ4: Final = _compression.LZ4
 _U64: Final = Struct("<Q")
+_U64_AT: Final = _U64.unpack_from
 
 # Property names of the properties block (its keys). Part of the on-disk
 # format; readers ignore names they do not know.
@@ -246,15 +247,18 @@ class BlockView:
     run of entries with two list comprehensions.
 
     Checks as :func:`decode_block` (raises ValueError). Immutable; any
-    thread may use it."""
+    thread may use it. A fixed-size view made by the reader (``k`` set)
+    has no trailers array (``_t`` None): :meth:`find` reads a trailer from
+    ``p``, and a cached view is ~300 bytes smaller (point reads in
+    docs/benchmarks.md)."""
 
-    __slots__ = ("k", "n", "o", "p", "t")
+    __slots__ = ("_t", "k", "n", "o", "p")
 
     def __init__(self, p: bytes, check_offsets: bool = False) -> None:
         n, o, t = _block_arrays(p, check_offsets)
         self.p = p
         self.o = o
-        self.t = t
+        self._t: array | None = t
         self.n = n
         """Entry count."""
         self.k = 0
@@ -265,6 +269,16 @@ class BlockView:
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def t(self) -> array:
+        """The trailers: ``_t``, or when None a new array from ``p`` (not kept: the cache charged none)."""
+        t = self._t
+        if t is None:
+            n = self.n
+            t = array("Q")
+            t.frombytes(self.p[8 * n + 8 : 16 * n + 8])  # only made on little-endian hosts
+        return t
 
     def key(self, i: int) -> bytes:
         o = self.o
@@ -326,11 +340,11 @@ class BlockView:
                 return self._find_bisect(key, target)
         else:
             return self._find_bisect(key, target)
-        # Entry j holds key: walk its versions, newest first.
-        t = self.t
+        # Entry j holds key: walk its versions, newest first (its trailer at 8(n+1+j) in p).
+        t = self._t
         lk = len(key)
         while True:
-            tr = t[j]
+            tr = t[j] if t is not None else _U64_AT(p, 8 * (n + 1 + j))[0]
             if tr <= target:
                 return key, tr, p[o[n + j] : o[n + j + 1]]
             j += 1

@@ -29,26 +29,33 @@ write(2) calls per 10 MiB, off the commit path.
 
 When (thread mode): not at once after a rotation but when the live
 segment will need its successor soon (:func:`due`): once it is
-``START_FRACTION`` full, or when at its fill rate (since the last look) it
-would be full within ``LEAD_SECONDS``, polled every ``POLL_SECONDS`` by the
-spare thread (a ``written`` callable gives the live segment's bytes). An
-OFF fill (~20 MB/s) starts it within the first poll, as before; a FULL
-commit stream (~1 MB/s) starts it half-way through the segment. Writing and
-syncing 10 MiB right after open or a rotation competed with the first FULL
-commits' fdatasyncs for the disk (issue 7 target 1: fillsync, 10,000 puts,
-~1.6 MB of WAL, is the first workload after open). A rotation that finds no
-ready spare creates its segment as without preallocation (as after a
-failed preparation); a rotation while the thread defers makes it prepare at
-once. ``written`` None (or ``inline``): prepared at once, as before.
+``START_FRACTION`` full, or when at its fill rate it would be full within
+``LEAD_SECONDS``. Nothing polls: the DB's write path looks at fill
+checkpoints (every 1/16 of a memtable of data,
+lsm/background/fill_checkpoints.py) and calls :meth:`SpareSegment.look` with the bytes
+written and the rate since its previous checkpoint; the thread sleeps on
+its event, with no timeout, until a look finds the segment due (or a
+rotation, or close, kicks it). An idle or read-only DB never wakes it. An
+OFF fill (~20 MB/s) starts it at the first checkpoint after the
+rotation; a FULL commit stream (~1 MB/s) half-way through the segment.
+Writing and syncing 10 MiB right after open or a rotation competed with
+the first FULL commits' fdatasyncs for the disk (issue 7 target 1:
+fillsync, 10,000 puts, ~1.6 MB of WAL, is the first workload after
+open). A rotation that finds no ready spare creates its segment as
+without preallocation (as after a failed preparation); a rotation while
+the spare still waits for its checkpoint (``pending``) prepares it at
+once. ``deferred`` False (or ``inline``): prepared at once, as before.
 
 Thread-safety: ``_mu`` guards ``_ready`` and ``_busy``; ``failures`` is
-written by the one preparing thread at a time (the ``_busy`` flag).
+written by the one preparing thread at a time (the ``_busy`` flag);
+``pending`` and ``_thread`` by the caller of :meth:`want` and
+:meth:`look` (the WAL writer's rotation and the DB's write path, both
+under the DB write lock).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from lsm.base import filenames
@@ -58,8 +65,6 @@ START_FRACTION = 0.5
 """Prepare the spare once the live segment holds this fraction of ``size``."""
 LEAD_SECONDS = 2.0
 """... or once, at its fill rate since the last look, it would be full this soon."""
-POLL_SECONDS = 0.02
-"""How often the deferring spare thread looks at the live segment's bytes."""
 
 
 def due(size: int, written: int, rate: float, fraction: float = START_FRACTION,
@@ -78,15 +83,13 @@ class SpareSegment:
     """The spare segment file of one WAL directory (module docstring)."""
 
     def __init__(self, fs: FileSystem, wal_dir: str, size: int, *, inline: bool,
-                 stopped: Callable[[], bool], written: Callable[[], int] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 stopped: Callable[[], bool], deferred: bool = False):
         self.fs = fs
         self.size = size
         self.path = filenames.join(wal_dir, filenames.WAL_SPARE)
         self._inline = inline
         self._stopped = stopped  # the writer is fenced: the thread stops preparing
-        self._written = written  # the live segment's bytes (None: prepare at once)
-        self._clock = clock
+        self._deferred = deferred and not inline  # wait for a look that finds the segment due
         self._mu = threading.Lock()
         self._ready = False  # guarded by _mu
         self._busy = False  # guarded by _mu
@@ -94,6 +97,9 @@ class SpareSegment:
         self._thread: threading.Thread | None = None
         self._kick = threading.Event()
         self.failures = 0
+        self.pending = False
+        """Deferred: a rotation wants the next spare and no look found the
+        live segment due yet (the DB's write path keeps looking while set)."""
 
     def prepare(self) -> bool:
         """Prepare the spare segment file now (``size`` zero bytes, written
@@ -131,11 +137,30 @@ class SpareSegment:
         return take
 
     def want(self) -> None:
-        """After a rotation used (or lacked) the spare: prepare the next."""
+        """After a rotation used (or lacked) the spare: prepare the next,
+        at once or (deferred) once a :meth:`look` finds the new segment due;
+        at once too when the last segment's look never did (the rotation
+        came first)."""
         if not self.size or self._closed:
             return
         if self._inline:
             self.prepare()
+        elif self._deferred and not self.pending:
+            self.pending = True
+        else:
+            self._start()
+
+    def look(self, written: int, rate: float) -> None:
+        """A fill checkpoint of the live segment (``written`` bytes, filling
+        at ``rate`` bytes per second since the previous one): while
+        ``pending``, kick the thread once :func:`due` (module docstring,
+        "When")."""
+        if self.pending and due(self.size, written, rate):
+            self.pending = False
+            self._start()
+
+    def _start(self) -> None:
+        if self._closed:
             return
         if self._thread is None:
             t = threading.Thread(target=self._loop, name="lsm-wal-spare", daemon=True)
@@ -145,34 +170,13 @@ class SpareSegment:
 
     def _loop(self) -> None:
         while not self._closed:
-            self._kick.wait()
+            self._kick.wait()  # no timeout: only a kick (due, a rotation, close) wakes the thread
             self._kick.clear()
             if self._closed or self._stopped():
                 return
             if self._ready:  # prepared since the rotation that kicked (it was busy then): nothing to do
                 continue
-            if self._written is not None and not self._wait_until_due(self._written):
-                return
             self.prepare()
-
-    def _wait_until_due(self, written: Callable[[], int]) -> bool:
-        """Poll the live segment until :func:`due` (module docstring,
-        "When"), or until a kick: a rotation that found no spare (prepare
-        at once), or close. False when closed or fenced."""
-        clock = self._clock
-        t0, b0 = clock(), written()  # (a rotation kicked: b0 is about the new segment's header)
-        while True:
-            if self._kick.wait(POLL_SECONDS):
-                self._kick.clear()
-                return not (self._closed or self._stopped())
-            if self._closed or self._stopped():
-                return False
-            b, t = written(), clock()
-            if b < b0:  # a rotation between the kick and the first look: prepare now
-                return True
-            if due(self.size, b, (b - b0) / (t - t0) if t > t0 else 0.0):
-                return True
-            t0, b0 = t, b  # the rate since the last look (a burst after an idle spell counts at once)
 
     def close(self) -> None:
         """Stop preparing; wait (at most 5 s) for the thread."""

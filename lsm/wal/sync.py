@@ -143,8 +143,6 @@ class GroupSync:
         self.synced_bytes = 0  # bytes_written covered by the last sync
         self.unsynced_since = 0.0  # time.monotonic() of the oldest unsynced commit, about (no lock)
         self.group_hist = [0] * (len(GROUP_HIST_BOUNDS) + 1)
-        self.groups = 0  # syncs that covered at least one commit
-        self.synced_commits = 0  # commits made durable by those syncs
         self.linger_seconds = 0.0  # time leaders spent waiting for a group to form
         self._last_group = 1  # commits covered by the last sync
         self._want = 1  # commits a forming group waits for (set when a sync ends)
@@ -194,7 +192,9 @@ class GroupSync:
         call, by ``append_locked``) reads as complete, so it takes the
         loop and leads (a mixed read that says "not complete" then only
         leaves the group to its timer). Saves the lock round and the
-        loop's checks for most followers (tools/group_callgrind.py)."""
+        loop's checks for most followers (tools/group_callgrind.py).
+        ``DB.put`` inlines this fast path before it calls here (one frame
+        less per follower): keep the two in step."""
         gate = self._sync_gate
         if (gate is not None and self._forming and self.fenced is None and self.durable_seq < seq
                 and (self._written_commits - self._synced_commits < self._want or self.commit_linger)):
@@ -354,9 +354,7 @@ class GroupSync:
                 if need_dir:
                     self.dir_syncs += 1
                     self._dir_synced = True  # f's entry, and f is live (above)
-                if group > 0:
-                    self.groups += 1
-                    self.synced_commits += group
+                if group > 0:  # (groups and synced_commits: properties, from this)
                     self._last_group = group
                     # The next group: the commits this sync released (their
                     # threads commit again) and those staged behind it.
@@ -379,6 +377,18 @@ class GroupSync:
         if err is not None:
             self._fence(err)
             self._raise_fenced()
+
+    @property
+    def groups(self) -> int:
+        """Syncs that covered at least one commit (the histogram's total:
+        derived, one counter less to bump per sync)."""
+        return sum(self.group_hist)
+
+    @property
+    def synced_commits(self) -> int:
+        """Commits made durable by those syncs (``_synced_commits``: every
+        sync that covers commits moves it by its group)."""
+        return self._synced_commits
 
     def sync_latency(self) -> dict[str, float]:
         """Durations of the last ``SYNC_LATENCY_SAMPLES`` WAL syncs, in

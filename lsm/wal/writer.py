@@ -125,9 +125,13 @@ class WalWriter(GroupSync):
         # -- preallocation (module docstring)
         self.preallocate = preallocate
         self._spare = SpareSegment(fs, wal_dir, preallocate, inline=prepare_inline,
-                                   stopped=lambda: self.fenced is not None, written=lambda: self.segment_bytes)
+                                   stopped=lambda: self.fenced is not None, deferred=True)
         self._file_preallocated = False  # guarded by the DB write lock
         self.spares_used = 0
+        # Write-behind (write_behind_locked): [file, close wanted] while its
+        # thread runs; guarded by _behind_mu.
+        self._behind: list[list] = []
+        self._behind_mu = threading.Lock()
 
     # ------------------------------------------------------------- spare
     @property
@@ -142,6 +146,55 @@ class WalWriter(GroupSync):
         """Prepare the spare segment now unless one is ready or being
         prepared (:meth:`SpareSegment.prepare`); True when one is ready."""
         return self._spare.prepare()
+
+    @property
+    def spare_pending(self) -> bool:
+        """The next spare waits for a fill checkpoint that finds the live
+        segment due (:meth:`look_spare`; lsm/wal/spare.py, "When")."""
+        return self._spare.pending
+
+    def look_spare(self, rate: float) -> None:
+        """A fill checkpoint (the DB's write path, REQUIRES: DB write lock
+        held): the live segment fills at ``rate`` bytes per second; kick
+        the spare thread if the segment is due (SpareSegment.look)."""
+        self._spare.look(self.segment_bytes, rate)
+
+    # ------------------------------------------------------------- write-behind
+    def write_behind_locked(self, target: Callable[[WritableFile], None]) -> None:
+        """REQUIRES: DB write lock held; a live segment. Run ``target(f)``
+        (DB._write_behind: an fdatasync hint) on the live segment's file on
+        a short-lived thread, outside every lock. The file stays open until
+        ``target`` returns: a seal or close meanwhile leaves its close to
+        the thread (``_close_file``), so the descriptor number cannot be
+        reused, and another file synced, under it."""
+        f = self._file
+        entry = [f, False]
+        with self._behind_mu:
+            self._behind.append(entry)
+
+        def run() -> None:
+            try:
+                target(f)
+            finally:
+                with self._behind_mu:
+                    self._behind.remove(entry)
+                if entry[1]:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+
+        threading.Thread(target=run, name="lsm-wal-writebehind", daemon=True).start()
+
+    def _close_file(self, f: WritableFile) -> None:
+        """Close ``f`` (a sealed or the closing segment), or leave it to its
+        running write-behind (:meth:`write_behind_locked`)."""
+        with self._behind_mu:
+            for entry in self._behind:
+                if entry[0] is f:
+                    entry[1] = True
+                    return
+        f.close()
 
     # ------------------------------------------------------------- segments
     def start_segment_locked(self, first_seq: int) -> str:
@@ -195,7 +248,7 @@ class WalWriter(GroupSync):
             gate.acquire()
             gate.release()
         if old is not None:
-            old.close()
+            self._close_file(old)
         if self.preallocate:
             self._spare.want()
         return path
@@ -223,7 +276,7 @@ class WalWriter(GroupSync):
             self._raise_fenced()
         if self._barrier_seq > self.durable_seq:
             self.sync_to(self._barrier_seq, _FULL)
-        if level >= _FULL:
+        if level >= _FULL:  # (DB.put inlines this branch: keep in step)
             self._staged.append(record)  # before written_seq moves (sync_to reads them in that order)
         elif self._staged:
             with self._io_mu:
@@ -329,7 +382,7 @@ class WalWriter(GroupSync):
                 pass
         if self._file is not None:
             try:
-                self._file.close()
+                self._close_file(self._file)
             except OSError:
                 pass
             self._file = None
