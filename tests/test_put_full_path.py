@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import threading
 import time
 import types
@@ -29,6 +28,7 @@ import lsm
 import lsm.db
 from lsm.base.crashfs import CrashFS
 from lsm.base.errors import NeedsRecoveryError
+from tests.test_wal_writer_races import _poll, in_sync_to
 
 SEED = int(os.environ.get("LSM_PUT_FULL_SEED") or random.randrange(1 << 30))
 _COUNTERS = ("written_seq", "_written_commits", "segment_records", "bytes_written", "durable_seq", "syncs")
@@ -109,15 +109,6 @@ class _Run(threading.Thread):
             self.error = e
 
 
-def _in_put_waiting(run: threading.Thread) -> bool:
-    frame = sys._current_frames().get(run.ident)
-    while frame is not None:
-        if frame.f_code.co_name == "sync_to":
-            return True
-        frame = frame.f_back
-    return False
-
-
 def test_put_whose_gate_opens_uncovered_waits_for_a_sync():
     """The inlined fast path reads the gate without a lock, so the gate may
     be stale: an open lock shown as a forming group's gate. The put must
@@ -134,9 +125,7 @@ def test_put_whose_gate_opens_uncovered_waits_for_a_sync():
         w._want = 1 << 30  # this put never completes the group
     put = _Run(lambda: db.put(b"b", b"2"))
     put.start()
-    deadline = time.monotonic() + 30
-    while not _in_put_waiting(put) and put.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.001)
+    _poll(lambda: in_sync_to(put) or not put.is_alive(), 30)
     assert put.is_alive(), f"put returned through a stale gate ({put.result}, {put.error!r})"
     assert w.durable_seq < db._last_seq
     with w._mu:  # the stale group goes: the put forms its own and leads it

@@ -147,6 +147,16 @@ def test_a_good_block_at_a_fake_offset_loads(tmp_path):
         r.close()
 
 
+def flip_byte(path, offset: int, mask: int) -> None:
+    """XOR the byte at ``offset`` of the file at ``path`` with ``mask``
+    (damage on disk, behind the engine's back)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ mask]))
+
+
 @pytest.mark.parametrize("mapped", [True, False])
 def test_damaged_table_byte_is_corruption_on_get(tmp_path, mapped):
     """A flipped byte in a data block on disk: the get that reads it raises
@@ -156,11 +166,7 @@ def test_damaged_table_byte_is_corruption_on_get(tmp_path, mapped):
     i = 2
     off, n, key = r._boffs[i], r._bsizes[i], r._ikeys[i]
     r.close()
-    with open(path, "r+b") as f:
-        f.seek(off + n // 3)
-        b = f.read(1)
-        f.seek(off + n // 3)
-        f.write(bytes([b[0] ^ 0x10]))
+    flip_byte(path, off + n // 3, 0x10)
     r = TableReader.open(FS, path, file_number=1, mapped=mapped)
     try:
         with pytest.raises(CorruptionError, match="checksum") as ei:

@@ -21,6 +21,7 @@ from lsm.base.fs import FileSystem
 from lsm.sstable.block import BlockView, unframe_block
 from lsm.sstable.cache import BlockCache
 from lsm.sstable.reader import _BLOCK_CHARGE, _ENTRY_CHARGE, _LAYOUTS, _VIEW_CHARGE, TableReader
+from tests.test_read_block_fast import flip_byte
 
 FS = FileSystem()
 TOP = (1 << 64) - 1
@@ -143,11 +144,7 @@ def test_damaged_block_is_refused_by_the_first_get_and_not_cached(tmp_path, mapp
     off, n, key = r._boffs[3], r._bsizes[3], r._ikeys[3]
     other = r._ikeys[0]
     r.close()
-    with open(sst, "r+b") as f:
-        f.seek(off + n // 2)
-        b = f.read(1)
-        f.seek(off + n // 2)
-        f.write(bytes([b[0] ^ 0x04]))
+    flip_byte(sst, off + n // 2, 0x04)
     db = lsm.open(str(path), background="inline", mmap_reads=mapped)
     try:
         for _ in range(2):  # the second get reads the disk again: nothing was cached
