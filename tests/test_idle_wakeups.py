@@ -6,6 +6,8 @@ starts the flush worker in time; and the write-behind fdatasync
 
 from __future__ import annotations
 
+import os
+import random
 import threading
 import time
 
@@ -249,3 +251,62 @@ def test_write_behind_file_stays_open_until_its_sync_returns(closer: str, tmp_pa
         release.set()
         if not closed:
             db.close()
+
+
+class _CountingEvent(threading.Event):
+    """An Event that counts its waits (the NORMAL syncer's loop turns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        return super().wait(timeout)
+
+
+_SYNCER_SEED = int(os.environ.get("LSM_IDLE_SYNCER_SEED", random.randrange(1 << 30)))
+
+
+def test_normal_syncer_sleeps_while_nothing_is_unsynced_and_wakes_for_commits(tmp_path) -> None:
+    """sync=NORMAL: once everything written is durable the syncer waits
+    with no timeout (it turned every sync_interval for ever); a NORMAL
+    commit after an idle spell of any length (randomized, seed printed) is
+    still made durable by it, and a BARRIER one too."""
+    print(f"idle syncer: LSM_IDLE_SYNCER_SEED={_SYNCER_SEED}")
+    rng = random.Random(_SYNCER_SEED)
+    db = lsm.open(str(tmp_path / "db"), background="thread", sync="normal", sync_interval=0.02)
+    try:
+        w = db._wal
+        w._kick, w._wake = kick, wake = _CountingEvent(), _CountingEvent()  # before the syncer starts
+        for i in range(100):
+            db.put(b"k%03d" % i, b"v")
+        _eventually(lambda: w.durable_seq >= db._last_seq and w._syncer_idle, "the first commits synced")
+        waits, syncs = kick.waits + wake.waits, w.syncs
+        time.sleep(0.5)  # 25 sync intervals
+        assert (kick.waits + wake.waits, w.syncs) == (waits, syncs), "the idle syncer turned"
+        for r in range(30):  # a commit after idle spells from 0 to 3 intervals: never left unsynced
+            time.sleep(rng.choice((0.0, 0.001, 0.01, 0.03, 0.06)))
+            seq = db.put(b"r%03d" % r, b"v", sync=rng.choice((lsm.Sync.NORMAL, lsm.Sync.BARRIER)))
+            _eventually(lambda: w.durable_seq >= seq, f"commit {seq} durable (round {r})", timeout=30)
+        assert w.syncs > syncs
+    finally:
+        db.close()
+    assert not w._syncer.is_alive()
+
+
+def test_idle_syncer_kicked_syncs_at_once(tmp_path) -> None:
+    """With a sync_interval far longer than the test, a kick still syncs at
+    once from the idle wait: wait_durable after an OFF commit returns True
+    (not after the interval), and a BARRIER commit becomes durable."""
+    db = lsm.open(str(tmp_path / "db"), background="thread", sync="normal", sync_interval=3600)
+    try:
+        w = db._wal
+        assert db.wait_durable(db.put(b"a", b"1"), timeout=30)  # starts the syncer, kicks it
+        _eventually(lambda: w._syncer_idle, "the syncer idle")
+        assert db.wait_durable(db.put(b"b", b"2", sync=lsm.Sync.OFF), timeout=30)
+        _eventually(lambda: w._syncer_idle, "the syncer idle again")
+        seq = db.put(b"c", b"3", sync=lsm.Sync.BARRIER)
+        _eventually(lambda: w.durable_seq >= seq, "the barrier commit durable", timeout=30)
+    finally:
+        db.close()

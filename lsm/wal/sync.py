@@ -151,6 +151,11 @@ class GroupSync:
         self._closed = False
         self._syncer: threading.Thread | None = None
         self._kick = threading.Event()
+        # With nothing unsynced the syncer waits on _wake with no timeout:
+        # a NORMAL commit sets it (commit_wait), a kick (_kick_syncer) sets
+        # both. _syncer_idle is written by the syncer only.
+        self._wake = threading.Event()
+        self._syncer_idle = False
 
     def sync_to(self, seq: int, level: int = _FULL) -> None:
         """Block until every record up to ``seq`` is durable (and the live
@@ -434,7 +439,7 @@ class GroupSync:
         if self.durable_seq >= seq:
             return True
         self._ensure_syncer()
-        self._kick.set()
+        self._kick_syncer()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             while self.durable_seq < seq:
@@ -475,12 +480,34 @@ class GroupSync:
                 self._syncer = t
             t.start()
 
+    def _kick_syncer(self) -> None:
+        """Make the syncer sync now (BARRIER, wait_durable, close), idle or not."""
+        self._kick.set()
+        self._wake.set()
+
     def _syncer_loop(self) -> None:
         """NORMAL: fdatasync every sync_interval when there is unsynced data.
-        BARRIER: sync at once when kicked."""
+        BARRIER: sync at once when kicked.
+
+        With nothing unsynced the thread waits on ``_wake`` with no timeout
+        (an idle database wakes no thread; it woke every sync_interval).
+        ``_syncer_idle`` is set before ``written_seq`` is read again, and a
+        NORMAL commit moves ``written_seq`` before it reads the flag
+        (commit_wait), so one of the two sees the other and no commit is
+        left unsynced (under the GIL both are plain reads and writes). Woken
+        by a NORMAL commit alone, the thread waits sync_interval first (its
+        sync batches the commits that follow, as before); woken by a kick
+        (``_kick`` set too: a barrier, wait_durable, close) it syncs at
+        once."""
         while not self._closed:
-            self._kick.wait(self.sync_interval)
+            if self.written_seq <= self.durable_seq:
+                self._syncer_idle = True
+                if self.written_seq <= self.durable_seq:
+                    self._wake.wait()
+                self._syncer_idle = False
+            self._kick.wait(self.sync_interval)  # at once after a kick; after a NORMAL commit's wake, the interval
             self._kick.clear()
+            self._wake.clear()  # (a kick sets both: consumed together)
             if self._closed or self.fenced is not None:
                 return
             seq = self.written_seq

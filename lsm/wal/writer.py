@@ -346,9 +346,11 @@ class WalWriter(GroupSync):
             with self._cv:
                 self._barrier_seq = max(self._barrier_seq, seq)
             self._ensure_syncer()
-            self._kick.set()
+            self._kick_syncer()
         elif level == _NORMAL:
             self._ensure_syncer()
+            if self._syncer_idle:  # (after written_seq moved: GroupSync._syncer_loop)
+                self._wake.set()
 
     # --------------------------------------------------------------- close
     def close(self, sync: bool = True) -> None:
@@ -364,7 +366,7 @@ class WalWriter(GroupSync):
             except NeedsRecoveryError as e:
                 err = e
         self._closed = True
-        self._kick.set()
+        self._kick_syncer()
         self._spare.close()
         t = self._syncer
         if t is not None and t is not threading.current_thread():
