@@ -15,6 +15,7 @@ import pytest
 
 import lsm
 import lsm.db
+import lsm.db_room
 from lsm.background import fill_checkpoints, scheduler
 from lsm.base.crashfs import CrashFS
 from lsm.wal import spare as spare_mod
@@ -224,7 +225,7 @@ def test_write_behind_file_stays_open_until_its_sync_returns(closer: str, tmp_pa
         except OSError as e:
             seen.append(("error", e.errno))
 
-    monkeypatch.setattr(lsm.db, "_write_behind", write_behind)
+    monkeypatch.setattr(lsm.db_room, "_write_behind", write_behind)
     db = lsm.open(str(tmp_path / "db"), background="thread", memtable_size=64 << 10, sync="off")
     closed = False
     try:
@@ -288,7 +289,7 @@ def test_normal_syncer_sleeps_while_nothing_is_unsynced_and_wakes_for_commits(tm
         for r in range(30):  # a commit after idle spells from 0 to 3 intervals: never left unsynced
             time.sleep(rng.choice((0.0, 0.001, 0.01, 0.03, 0.06)))
             seq = db.put(b"r%03d" % r, b"v", sync=rng.choice((lsm.Sync.NORMAL, lsm.Sync.BARRIER)))
-            _eventually(lambda: w.durable_seq >= seq, f"commit {seq} durable (round {r})", timeout=30)
+            _eventually(lambda s=seq: w.durable_seq >= s, f"commit {seq} durable (round {r})", timeout=30)
         assert w.syncs > syncs
     finally:
         db.close()

@@ -25,6 +25,7 @@ LAYERS = {
     "lsm.ops": 5,
     "lsm.db_admin": 5.5,  # DB's base class (snapshots, durability API, maintenance, ops wrappers, close)
     "lsm.db_scan": 5.7,  # DB's base class over DBAdmin (range scans)
+    "lsm.db_room": 5.8,  # DB's base class over DBScan (room checks: switches, rotation, stalls)
     "lsm.db": 6,
     "lsm.recovery": 7,
     "lsm.restore": 7,

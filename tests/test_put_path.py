@@ -33,6 +33,7 @@ import threading
 import pytest
 
 import lsm
+import lsm.db_room
 from lsm.base import checksum
 from lsm.base.coding import MAX_SEQ, ValueKind
 from lsm.base.crashfs import CrashFS
@@ -494,7 +495,7 @@ def _write_behind_calls(monkeypatch, db) -> list:
     import lsm.db
 
     calls = []
-    monkeypatch.setattr(lsm.db, "_write_behind", lambda f: calls.append((f, db._mem, db._mem.size, db._wal.durable_seq)))
+    monkeypatch.setattr(lsm.db_room, "_write_behind", lambda f: calls.append((f, db._mem, db._mem.size, db._wal.durable_seq)))
     return calls
 
 
