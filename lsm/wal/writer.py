@@ -168,6 +168,8 @@ class WalWriter(GroupSync):
         the thread (``_close_file``), so the descriptor number cannot be
         reused, and another file synced, under it."""
         f = self._file
+        if f is None:  # (no live segment: nothing to write back)
+            return
         entry = [f, False]
         with self._behind_mu:
             self._behind.append(entry)
