@@ -308,12 +308,9 @@ def test_leader_fenced_while_lingering_does_not_acknowledge():
     group: the linger ends (the loop checks ``fenced``), and the leader
     must then raise, not sync and return (docstring: every waiter of a
     fenced writer raises NeedsRecoveryError)."""
-    from tests.test_wal_writer_races import LingerSpy, _group_of_three
+    from tests.test_wal_writer_races import LingerSpy, _after_a_group_of_three
 
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    _fs, log, w = _after_a_group_of_three()
 
     def fence_now():
         w.fenced = OSError(errno.EIO, "another commit's write failed")  # as _fence does (under _cv, which the lingering leader has let go)
@@ -333,12 +330,9 @@ def test_fence_while_a_group_forms_releases_its_waiters():
     fence opens its gate; both committers raise NeedsRecoveryError (none
     hangs, none returns as if durable), nothing more is written or
     synced, and no group is left forming."""
-    from tests.test_wal_writer_races import LingerSpy, _first_two_of_a_group, _group_of_three
+    from tests.test_wal_writer_races import LingerSpy, _after_a_group_of_three, _first_two_of_a_group
 
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    fs, log, w = _after_a_group_of_three()
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()  # the first waits without a timeout: only the gate ends its wait
     first, second, _ = _first_two_of_a_group(log, log.append(FULL), spy)
@@ -357,12 +351,9 @@ def test_close_without_sync_while_a_group_forms_releases_its_waiters():
     run; its first committer (the timer) raises ClosedError when its time
     is up and opens the group's gate, so the second committer raises too
     instead of waiting forever."""
-    from tests.test_wal_writer_races import LingerSpy, _first_two_of_a_group, _group_of_three
+    from tests.test_wal_writer_races import LingerSpy, _after_a_group_of_three, _first_two_of_a_group
 
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    _fs, log, w = _after_a_group_of_three()
     closed = __import__("threading").Event()
     w._linger_wait = spy = LingerSpy(on_wait=lambda: closed.wait(5) or True)  # times out once closed
     first, second, _ = _first_two_of_a_group(log, log.append(FULL), spy)

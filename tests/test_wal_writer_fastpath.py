@@ -11,12 +11,10 @@ import threading
 from tests.test_wal_writer_races import (
     FULL,
     TIMEOUT,
-    GateFS,
     LingerSpy,
-    Log,
     Run,
+    _after_a_group_of_three,
     _first_two_of_a_group,
-    _group_of_three,
     _poll,
     durable,
     in_sync_to,
@@ -51,10 +49,7 @@ def test_joiner_of_a_forming_group_waits_without_the_lock():
     completing it waits on the group's gate without taking ``_mu``, and
     returns durable once the commit that completes the group has led its
     sync (one write, one sync for the three)."""
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    fs, log, w = _after_a_group_of_three()
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
@@ -80,10 +75,7 @@ def test_joiner_whose_gate_opens_uncovered_goes_round_the_loop():
     commit durable must not return; it takes the locked loop and returns
     only after the sync that covers it. Forced here by showing the joiner
     an open gate as the forming group's."""
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    fs, log, w = _after_a_group_of_three()
     w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
     first = Run(lambda: w.commit_wait(a, FULL), "first")

@@ -447,6 +447,15 @@ def _group_of_three(log: Log) -> None:
     assert log.w._last_group == 3
 
 
+def _after_a_group_of_three() -> tuple[GateFS, Log, WalWriter]:
+    """A log on a GateFS (and its writer) whose last sync covered three
+    commits (:func:`_group_of_three`): the next group forms for three."""
+    fs = GateFS()
+    log = Log(fs)
+    _group_of_three(log)
+    return fs, log, log.w
+
+
 def _first_two_of_a_group(log: Log, a: int, spy: LingerSpy, wait: float = 5.0,
                           between: Callable[[], object] | None = None) -> tuple[Run, Run, int]:
     """Start the first committer of a forming group (commit ``a``: it forms
@@ -473,10 +482,7 @@ def test_commit_that_completes_a_forming_group_leads_its_sync():
     the group's gate, and the third, which completes the group, leads the
     sync itself (no hand-off back to the first): one write and one sync
     cover all three, and the first never leads."""
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    fs, log, w = _after_a_group_of_three()
     syncs, writes = w.syncs, fs.counts["write"]
     w._linger_wait = spy = LingerSpy()
     a = log.append(FULL)
@@ -556,10 +562,7 @@ def test_lingering_leader_syncs_alone_when_its_time_runs_out():
     wait returns at once, as a timed-out wait does, until the deadline
     has passed) and the leader syncs its own commit alone; the group
     shrinks to one, so the next leader does not linger."""
-    fs = GateFS()
-    log = Log(fs)
-    w = log.w
-    _group_of_three(log)
+    fs, log, w = _after_a_group_of_three()
     w._linger_wait = spy = LingerSpy(on_wait=lambda: True)
     leader = Run(lambda: log.commit(FULL), "leader")
     leader.start()
