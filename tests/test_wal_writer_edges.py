@@ -397,3 +397,50 @@ def test_close_without_sync_releases_the_waiters_of_the_designated_next_leader()
         assert isinstance(run.error, ClosedError), (run.name, run.error)
     assert w._next_gate is None and w.fenced is None
     assert w.durable_seq == a
+
+
+class _RenameHookFS(CrashFS):
+    """CrashFS that runs ``before_rename(src)`` once, just before the next
+    rename: the spare thread's moment inside a rotation's take-rename
+    window, made deterministic."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.before_rename = None
+
+    def rename(self, src, dst):
+        hook, self.before_rename = self.before_rename, None
+        if hook is not None:
+            hook(src)
+        super().rename(src, dst)
+
+
+def test_prepare_inside_a_rotation_leaves_the_taken_spare_alone():
+    """A rotation took the ready spare and is about to rename it into place
+    when a prepare runs (a stale kick of the spare thread). The prepare
+    must not touch the spare's path: a create there truncated the file
+    being renamed (or, after the rename, wrote its zeros through its own
+    descriptor over the new segment's records) and left ``_ready`` set for
+    a file that had been renamed away, so the next rotation fenced on a
+    missing spare. Found by crash_kill's power-cut run, seed 429180525."""
+    fs = _RenameHookFS()
+    log = Log(fs, preallocate=4096, prepare_inline=True)
+    w = log.w
+    assert fs.exists(w.spare_path), "the inline spare is prepared after the first rotation"
+    a = log.commit(FULL)
+    seen = []
+
+    def spare_thread_wins(src):
+        ops = fs.ops
+        seen.append((src, w._spare.prepare(), fs.ops - ops))
+
+    fs.before_rename = spare_thread_wins
+    log.rotate()
+    assert seen == [(w.spare_path, False, 0)], "a prepare inside the take-rename window touched the spare"
+    assert fs.exists(w.spare_path) and w._spare._ready, "the rotation's want() prepares the next spare"
+    b = log.commit(FULL)
+    log.rotate()  # takes the spare prepared after the window: it exists
+    c = log.commit(FULL)
+    assert w.fenced is None
+    assert records(fs) == {seg(1): [a], seg(2): [b], seg(3): [c]}
+    assert durable(fs) == {seg(1): [a], seg(2): [b], seg(3): [c]}

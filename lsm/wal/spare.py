@@ -46,7 +46,9 @@ without preallocation (as after a failed preparation); a rotation while
 the spare still waits for its checkpoint (``pending``) prepares it at
 once. ``deferred`` False (or ``inline``): prepared at once, as before.
 
-Thread-safety: ``_mu`` guards ``_ready`` and ``_busy``; ``failures`` is
+Thread-safety: ``_mu`` guards ``_ready`` and ``_busy`` (set while a
+preparation runs, and while a rotation holds the spare it took, from
+:meth:`SpareSegment.take` to :meth:`SpareSegment.taken`); ``failures`` is
 written by the one preparing thread at a time (the ``_busy`` flag);
 ``pending`` and ``_thread`` by the caller of :meth:`want` and
 :meth:`look` (the WAL writer's rotation and the DB's write path, both
@@ -130,11 +132,26 @@ class SpareSegment:
         return ok
 
     def take(self) -> bool:
-        """Claim the ready spare for a rotation: True when there was one
-        (the caller renames ``path`` into place)."""
+        """Claim the ready spare for a rotation: True when there was one.
+        The caller then renames ``path`` into place and MUST call
+        :meth:`taken` afterwards (in a ``finally``): until then the claim
+        keeps ``_busy`` set, so no :meth:`prepare` (a kick left over from
+        an earlier look or rotation) creates a file at ``path`` meanwhile.
+        Such a create would truncate the claimed file before its rename,
+        or write its zeros through its own descriptor over the records the
+        rotation writes after it (the crash_kill power-cut run of seed
+        429180525 caught the create racing the rename)."""
         with self._mu:
             take, self._ready = self._ready, False
+            if take:
+                self._busy = True
         return take
+
+    def taken(self) -> None:
+        """The rotation that :meth:`take` claimed the spare for has renamed
+        it away (or failed to): ``path`` is free for the next spare."""
+        with self._mu:
+            self._busy = False
 
     def want(self) -> None:
         """After a rotation used (or lacked) the spare: prepare the next,

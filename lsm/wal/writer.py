@@ -229,6 +229,9 @@ class WalWriter(GroupSync):
                     f.close()
                 self._fence(e)
                 raise NeedsRecoveryError(f"WAL segment creation failed: {e}", e) from e
+            finally:
+                if take:
+                    self._spare.taken()  # renamed away (or fenced): the spare path is free again
         self._file_preallocated = take
         if take:
             self.spares_used += 1
