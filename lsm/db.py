@@ -36,7 +36,6 @@ from crc32c import crc32c as _crc32c
 
 from lsm.background import SuperVersion
 from lsm.base.coding import ValueKind
-from lsm.base.errors import NeedsRecoveryError
 from lsm.batch import WriteBatch, as_bytes
 from lsm.db_room import DBRoom
 from lsm.memtable import ENTRY_OVERHEAD as _ENTRY_OVERHEAD
@@ -132,9 +131,8 @@ class DB(DBRoom):
                     f.size += n
                     if n != len(rec):
                         f.write_rest(rec, n)
-                except BaseException as e:
-                    wal._fence(e)
-                    raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e
+                except BaseException as e:  # noqa: BLE001 - re-raised there unless only the map was full
+                    wal.direct_write_failed(f, rec, e)  # (a full map: written on by write(2); else fences, raises)
                 if wal.written_seq <= wal.durable_seq:
                     wal.unsynced_since = _monotonic()  # (not time.monotonic: tests patch lsm.db.time)
                 wal.written_seq = seq

@@ -176,6 +176,25 @@ class Options:
     latency), and the spare file's space. Past the preallocated size a
     segment just grows. False: segments grow by appending."""
 
+    wal_mmap_writes: bool = True
+    """Write a preallocated WAL segment through a shared memory map of it
+    (``FileSystem.open_overwrite_mapped``) instead of one write(2) per
+    record; past the preallocated size, and without ``wal_preallocate``,
+    records are written with write(2). A store into the map is in the page
+    cache when it returns, as a write(2) is (an OFF commit survives a kill
+    -9), and the fdatasync of a sync makes it durable. It costs ~0.2 us
+    instead of ~0.95 us per record and, unlike write(2), does not release
+    the GIL: beside threads busy in Python, a write(2) waited up to the
+    interpreter's switch interval to take it back (readwhilewriting's
+    writer: docs/benchmarks.md, "Mapped WAL segment"). The trade-off, as
+    for ``mmap_reads``: a disk read error on the segment's page, or a
+    copy-on-write filesystem (btrfs, ZFS) out of space, is a SIGBUS (the
+    process dies; recovery then is that of a kill -9, and no commit that
+    returned from a sync is lost) instead of a ``NeedsRecoveryError``; set
+    False on such filesystems or hardware you do not trust. Layers that
+    hook writes (CrashFS, fault injectors) always write through their
+    hooks."""
+
     max_total_wal_size: int = 0
     """Bytes of live WAL (the segments recovery still needs: those of the
     live and the immutable memtables) past which the next write switches
@@ -355,7 +374,8 @@ class Options:
         if self.info_log_level not in infolog.LEVELS:
             raise ValueError(f"info_log_level: expected one of {tuple(infolog.LEVELS)}, got {self.info_log_level!r}")
         _int_range(self, "info_log_max_size", 4096, 1 << 40)
-        for name in ("create_if_missing", "error_if_exists", "paranoid_checks", "info_log", "wal_preallocate", "mmap_reads"):
+        for name in ("create_if_missing", "error_if_exists", "paranoid_checks", "info_log", "wal_preallocate", "mmap_reads",
+                     "wal_mmap_writes"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.fs, FileSystem):

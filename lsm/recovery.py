@@ -191,6 +191,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
         on_fence=db._on_fence,
         preallocate=opts.wal_preallocate_bytes,
         prepare_inline=opts.background == "inline",
+        map_writes=opts.wal_mmap_writes,
     )
     wal.written_seq = last
     wal.durable_seq = last  # replayed segments are synced below, before the new segment starts

@@ -43,6 +43,8 @@ def test_wrong_types():
         Options.from_kwargs(memtable_size=True)
     with pytest.raises(TypeError, match="mmap_reads"):
         Options.from_kwargs(mmap_reads=1)
+    with pytest.raises(TypeError, match="wal_mmap_writes"):
+        Options.from_kwargs(wal_mmap_writes=1)
 
 
 def test_wal_retention_and_limit_options():

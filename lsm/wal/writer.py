@@ -58,6 +58,15 @@ archives and the next open see exactly the records); the zero tail of a
 crashed one reads as the end of data. Without a ready spare (or after a
 failed preparation) rotation creates the segment as without preallocation.
 
+Mapped writes (``map_writes``, option ``wal_mmap_writes``): a preallocated
+segment is opened with ``fs.open_overwrite_mapped``, and every write above
+(a direct write, a group's, the header) is a store into a shared map of
+it while it fits (lsm/base/fs.py, "Mapped writes": in the page cache when
+it returns, like a write(2), without a system call or a GIL release). A
+record that would pass the map's end is written on with write(2)
+(:meth:`WalWriter.direct_write_failed`, ``WritableFile.write``). The map
+is dropped before the seal's and close's truncations, and at close.
+
 Group commit, the sync path, fencing, the durable offset and the locks:
 lsm/wal/sync.py (:class:`GroupSync`, which :class:`WalWriter` extends).
 """
@@ -97,6 +106,7 @@ class WalWriter(GroupSync):
         on_fence: Callable[[BaseException], None] | None = None,
         preallocate: int = 0,
         prepare_inline: bool = False,
+        map_writes: bool = False,
     ):
         self.fs = fs
         self.wal_dir = wal_dir
@@ -124,6 +134,7 @@ class WalWriter(GroupSync):
         self._init_sync()
         # -- preallocation (module docstring)
         self.preallocate = preallocate
+        self.map_writes = map_writes  # a preallocated segment is written through a shared map (module docstring)
         self._spare = SpareSegment(fs, wal_dir, preallocate, inline=prepare_inline,
                                    stopped=lambda: self.fenced is not None, deferred=True)
         self._file_preallocated = False  # guarded by the DB write lock
@@ -218,11 +229,12 @@ class WalWriter(GroupSync):
             try:
                 if take:
                     self.fs.rename(self.spare_path, path)
-                    f = self.fs.open_overwrite(path)
+                    f = self.fs.open_overwrite_mapped(path) if self.map_writes else self.fs.open_overwrite(path)
                 else:
                     f = self.fs.create(path)
                 f.write(encode_segment_header(first_seq))
                 if old is not None and self._file_preallocated:
+                    old.unmap()  # (no store may meet the truncation: SIGBUS)
                     self.fs.truncate(old.path, old.size)  # sealed: its zero tail goes
             except BaseException as e:
                 if f is not None:
@@ -302,15 +314,31 @@ class WalWriter(GroupSync):
                     f.size += n  # type: ignore[union-attr]
                     if n != len(record):
                         f.write_rest(record, n)  # type: ignore[union-attr]
-            except BaseException as e:
-                self._fence(e)
-                raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e  # type: ignore[union-attr]
+            except BaseException as e:  # noqa: BLE001 - re-raised there unless only the map was full
+                self.direct_write_failed(f, record, e)  # type: ignore[arg-type]
         if self.written_seq <= self.durable_seq:  # the oldest unsynced commit (stats' wal_unsynced_age)
             self.unsynced_since = time.monotonic()
         self.written_seq = last_seq
         self._written_commits += count_commits  # (a forming group's commit that completes it leads its sync: lsm/wal/sync.py)
         self.segment_records += count_commits
         self.bytes_written += len(record)
+
+    def direct_write_failed(self, f: WritableFile, record: bytes, e: BaseException) -> None:
+        """The direct write of ``record`` to the live segment ``f`` (the
+        branch of :meth:`append_locked` that DB.put inlines) raised ``e``.
+        A mapped segment whose map is full raises ValueError having stored
+        nothing: the record then goes through :meth:`WritableFile.write`,
+        which unmaps and writes on with write(2), and this returns. Any
+        other error (or a failure of that write) fences the writer and
+        raises NeedsRecoveryError. REQUIRES: DB write lock held."""
+        if type(e) is ValueError and f.mapped:
+            try:
+                f.write(record)
+                return
+            except BaseException as e2:  # noqa: BLE001 - fences below
+                e = e2
+        self._fence(e)
+        raise NeedsRecoveryError(f"WAL write to {f.path} failed: {e}", e) from e
 
     def flush_locked(self) -> None:
         """Write the staged records to the OS (no sync), so the live
@@ -382,6 +410,7 @@ class WalWriter(GroupSync):
             try:
                 with io_site("wal"):
                     if self._file is not None and self._file_preallocated:
+                        self._file.unmap()
                         self.fs.truncate(self._file.path, self._file.size)
                     if self.fs.exists(self.spare_path):
                         self.fs.remove(self.spare_path)
