@@ -296,37 +296,40 @@ class DB(DBRoom):
                 if r is not None:
                     break
             else:
-                # The tables, through the version's read plan: no list or
-                # tuple built per get, one lookup per file that may hold
-                # the key (readrandom, docs/benchmarks.md).
-                # The key's bloom hashes are computed once for all tables,
-                # here rather than by a call to bloom.key_hashes (the same
-                # two crcs; h2 is odd, so 0 means "not yet"). A blocked
-                # filter is probed here (TableReader.lookup's two lines):
-                # a table it rejects costs no call (a key in level 2 passes
-                # level 1's table so).
-                readers = sv.readers
-                target = (snap << 8) | 0xFF
-                h1 = h2 = 0
-                for largest, smallest, nums in sv.version.read_plan:
-                    i = _bisect_left(largest, key)
-                    if i < len(nums) and smallest[i] <= key:
-                        if not h2:
-                            h1 = _crc32c(key)
-                            h2 = _crc32(key) | 1
-                        t = readers[nums[i]]
-                        b = t._bloom
-                        if b is None:
-                            e = t.lookup(key, target, h1, h2)  # a Roaring filter or none
-                        else:
-                            t.bloom_checked += 1
-                            m = b.masks[h2 >> 20]
-                            if b.words[h1 % b.nw] & m != m:
-                                t.bloom_useful += 1
+                # The tables, through the super version's plan
+                # (lsm/sstable/get_plan.py: lookup is this loop, change both
+                # together): the key's bloom hashes and mask once per get,
+                # per table a bisect, a range check and one probe of the
+                # filter's complemented words; no dict lookup, attribute or
+                # counter per table the key is not in (~1.3k instructions
+                # each, readrandom in docs/benchmarks.md). Rejections are
+                # counted in a local, added to the last reader probed.
+                masks, steps = sv.plan
+                if steps:
+                    h1 = _crc32c(key)
+                    h2 = _crc32(key) | 1
+                    m = masks[h2 >> 20]
+                    neg = 0
+                    for largest, smallest, nf, probes in steps:
+                        i = _bisect_left(largest, key)
+                        if i < nf and smallest[i] <= key:
+                            holes, nw, t = probes[i]
+                            if holes[h1 % nw] & m:
+                                neg += 1
                                 continue
-                            e = t.find_entry(key, target)
-                        if e is not None:
-                            return e[2] if e[1] & 0xFF == _PUT else default
+                            if nw == 1:  # probed by the reader (get_plan._PASS)
+                                e = t.lookup(key, (snap << 8) | 0xFF, h1, h2)
+                            else:
+                                t.bloom_checked += 1
+                                e = t.find_entry(key, (snap << 8) | 0xFF)
+                            if e is not None:
+                                if neg:
+                                    t.bloom_checked += neg
+                                    t.bloom_useful += neg
+                                return e[2] if e[1] & 0xFF == _PUT else default
+                    if neg:
+                        t.bloom_checked += neg
+                        t.bloom_useful += neg
                 return default
         return r[2] if r[1] == _PUT else default
 

@@ -12,6 +12,7 @@ from lsm.base import filenames
 from lsm.base.fs import io_site
 from lsm.manifest.version import FileMeta
 from lsm.memtable import MemTable
+from lsm.sstable.get_plan import probe_plan
 from lsm.sstable.reader import TableReader
 
 if TYPE_CHECKING:
@@ -25,15 +26,19 @@ class SuperVersion:
     ``range_dels``: some memtable or table holds a range tombstone (reads
     take their range-tombstone path only then). The live memtable's first
     tombstone replaces the super version (``DB.write``), so the flag never
-    lags a published commit."""
+    lags a published commit.
 
-    __slots__ = ("imms", "mem", "range_dels", "readers", "version")
+    ``plan``: the tables' read plan with their filters resolved
+    (lsm/sstable/get_plan.py), what ``DB._get`` walks after the memtables."""
+
+    __slots__ = ("imms", "mem", "plan", "range_dels", "readers", "version")
 
     def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], version: Any, readers: dict[int, Any]):
         self.mem = mem
         self.imms = imms
         self.version = version
         self.readers = readers
+        self.plan = probe_plan(version.read_plan, readers)
         self.range_dels = (
             mem.range_del_count > 0
             or any(m.range_del_count for m in imms)

@@ -87,6 +87,7 @@ MAX_BITS: Final = (1 << 32) - 1
 _LITTLE: Final = sys.byteorder == "little"
 _M32: Final = 0xFFFFFFFF
 _PATTERNS: dict[int, list[int]] = {}
+_INVERT: Final = bytes(255 - i for i in range(256))
 _PATTERNS16: dict[int, list[int]] = {}
 
 
@@ -281,7 +282,7 @@ class BloomFilter(_Filter):
     lsm/sstable/reader.py): change both together (tests/test_read_path.py
     checks that they agree)."""
 
-    __slots__ = ("k", "masks", "nw", "words")
+    __slots__ = ("holes", "k", "masks", "nw", "words")
     _builder = BloomBuilder
 
     def __init__(self, data: bytes) -> None:
@@ -306,11 +307,19 @@ class BloomFilter(_Filter):
             )
         words = array("Q")
         words.frombytes(memoryview(data)[BLOCKED_HEADER.size :])
+        holes = array("Q")
+        holes.frombytes(bytes(data)[BLOCKED_HEADER.size :].translate(_INVERT))
         if not _LITTLE:
             words.byteswap()
+            holes.byteswap()
         self.k = k
         self.nw = nw
         self.words = words
+        self.holes = holes
+        """The words' complements (``~w``): a probe is ``holes[h1 % nw] &
+        mask``, true when the key is certainly absent (one ``&`` and a truth
+        test instead of ``&`` and ``!=``; the table loop of ``DB._get`` through
+        lsm/sstable/get_plan.py). Another ``8 * nw`` bytes per table."""
         self.masks = patterns(k)
 
     def may_contain_hashed(self, h1: int, h2: int) -> bool:
