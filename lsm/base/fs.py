@@ -137,10 +137,13 @@ class WritableFile:
         m = self._map
         if m is not None:
             self._map = None
-            if self.fd >= 0:
-                os.lseek(self.fd, self.size, os.SEEK_SET)
-                self.raw_write = functools.partial(_os_write, self.fd)
-            m.close()
+            self.raw_write = None  # until the offset is right (a failed lseek raises: the WAL writer fences)
+            try:
+                if self.fd >= 0:
+                    os.lseek(self.fd, self.size, os.SEEK_SET)
+                    self.raw_write = functools.partial(_os_write, self.fd)
+            finally:
+                m.close()
 
     # Direct I/O (``_direct``): when ``fs`` is a FileSystem whose write and
     # sync hooks are the plain ones (no subclass or instance overrides
