@@ -141,7 +141,8 @@ class WritableFile:
             try:
                 if self.fd >= 0:
                     os.lseek(self.fd, self.size, os.SEEK_SET)
-                    self.raw_write = functools.partial(_os_write, self.fd)
+                    if self._direct:  # (a layer with its own write hooks that mapped: through them)
+                        self.raw_write = functools.partial(_os_write, self.fd)
             finally:
                 m.close()
 
