@@ -12,7 +12,10 @@ it. Here the two halves live in different processes:
   Before an unlink, or a rename that replaces a file, it hard-links the old
   file into ``shadow`` (named by inode number), so a power cut can bring it
   back; before a truncate or a create over an existing file it copies the
-  old content there.
+  old content there. A file opened with ``open_overwrite_mapped`` (the
+  WAL's live preallocated segment) is written through a shared map, as
+  lsm's plain layer does it: the stores are in the page cache like
+  write(2)s, and the journal is open_overwrite's.
 * :class:`DurableModel` (the driver) replays the journal into what the disk
   holds durably: per directory the entries as of the last directory sync
   plus the ordered unsynced changes since, per inode the synced length (or,
@@ -24,7 +27,9 @@ it. Here the two halves live in different processes:
   unsynced tail dropped, kept, torn, torn and followed by zeros or
   garbage, or holed (``lsm.base.crashfs.HOLE_BLOCK`` blocks kept, zeroed or
   garbage independently); a rewritten file either its old durable content
-  or its new one.
+  or its new one, except a file written in place over synced zeros (the
+  preallocated WAL segment, ``open_overwrite``): its writes are an unsynced
+  tail over durable zeros, kept, dropped, torn or holed like any other.
   The result is written as a fresh directory in place of the old one, and
   everything in it is then durable.
 
@@ -61,6 +66,7 @@ journal is ordered by ``_mu``); :class:`DurableModel` by one.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import random
 import shutil
@@ -138,10 +144,40 @@ class SyncTrackingFS(FileSystem):
         # Written in place from offset 0: journalled as a rewrite (old or new
         # content until the next sync); after that sync the synced length is
         # the bytes written, and the rest of the file is the unsynced tail.
+        # The line's last field "o" tells the model that the file is written
+        # in place, not truncated: over synced zeros, the zeros stay durable.
         path = os.path.abspath(path)
         ino, saved = self._save(path)
         out: list[WritableFile] = []
-        self._journalled(lambda: out.append(super(SyncTrackingFS, self).open_overwrite(path)), "W", ino, saved, 0)
+        self._journalled(lambda: out.append(super(SyncTrackingFS, self).open_overwrite(path)), "W", ino, saved, 0,
+                         "o")
+        return out[0]
+
+    def open_overwrite_mapped(self, path: str) -> WritableFile:
+        # As open_overwrite (the same journal line), but written through a
+        # shared map of the file as lsm's plain layer does it
+        # (FileSystem.open_overwrite_mapped, option wal_mmap_writes): stores
+        # reach the page cache as write(2)s do (a kill keeps them, a cut
+        # treats them as the unsynced tail), so power mode runs the mapped
+        # path that production runs. (The plain method falls back to
+        # write(2) for any layer with its own hooks, this one included.)
+        path = os.path.abspath(path)
+        ino, saved = self._save(path)
+        out: list[WritableFile] = []
+
+        def op() -> None:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # (a shared writable map needs a readable descriptor)
+            f = WritableFile(self, path, fd, 0)
+            try:
+                length = os.fstat(fd).st_size
+                if length:
+                    f.attach_map(mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
+            except BaseException:
+                f.close()
+                raise
+            out.append(f)
+
+        self._journalled(op, "W", ino, saved, 0, "o")
         return out[0]
 
     def truncate(self, path: str, size: int) -> None:
@@ -296,6 +332,13 @@ class DurableModel:
             self._change(d, (name, ino))
         elif kind == "W":
             node = self._inode(int(f[1]), line)
+            if f[4:] == ["o"] and node.saved is None and self._zeros(f[2], node.durable_len):
+                # open_overwrite of synced zeros (the spare segment renamed
+                # into place): the zeros and the length stay durable, and
+                # what is written over them is an unsynced tail from offset
+                # 0, which a cut may keep, drop, tear or hole page by page
+                # (not only all or nothing, as for a rewrite).
+                node.prealloc, node.durable_len = True, 0
             if int(f[3]) == 0 and node.durable_len > 0:
                 node.prealloc = True  # open_overwrite of a synced file: the spare's zeros stay durable
             if node.saved is None and int(f[3]) < node.durable_len:
@@ -338,6 +381,13 @@ class DurableModel:
             self._change(d, (name, int(f[1])))
         else:
             raise HarnessError(f"unknown journal line {line!r}")
+
+    def _zeros(self, saved: str, n: int) -> bool:
+        """The first ``n`` bytes of the shadow copy ``saved`` are all zeros
+        (and there are ``n``)."""
+        with open(os.path.join(self.shadow, saved), "rb") as fh:
+            head = fh.read(n)
+        return len(head) == n and not head.strip(b"\0")
 
     # ---- the power cut ---------------------------------------------------
     def cut(self, rng: random.Random) -> CutFigures:

@@ -163,7 +163,10 @@ class WritableFile:
                 if self._map is None:
                     raise
                 self.unmap()  # the map is full (nothing was stored): write(2) from here on
-                n = self.raw_write(data)  # type: ignore[misc]
+                if self.raw_write is None:  # (a layer with its own write hooks mapped it: on through them)
+                    self.fs._write(self, data)
+                    return
+                n = self.raw_write(data)
             self.size += n
             if n != len(data):
                 self.write_rest(data, n)

@@ -98,7 +98,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
                    "Python when its parent dies exits once it runs, which a loaded machine can delay by seconds)")
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds the writer may take to open")
     p.add_argument("--option", action="append", metavar="NAME=VALUE",
-                   help="override a database option (repeatable), e.g. --option memtable_size=65536")
+                   help="override a database option (repeatable), e.g. --option memtable_size=65536, "
+                        "--option wal_preallocate=false (true/false: a bool)")
     p.add_argument("--reliability-log", default=os.environ.get("LSM_RELIABILITY_LOG"),
                    help="append a JSON line with the run's figures to this file (default: $LSM_RELIABILITY_LOG)")
     p.add_argument("--keep-precut", action="store_true",

@@ -121,6 +121,9 @@ def options_from(a: argparse.Namespace) -> dict:
     opts = dict(TINY)
     for item in a.option or ():
         name, _, value = item.partition("=")
+        if value.lower() in ("true", "false"):  # bool options (wal_preallocate=false): Options wants a bool
+            opts[name] = value.lower() == "true"
+            continue
         try:
             opts[name] = int(value)
         except ValueError:
