@@ -28,6 +28,24 @@ def test_option_values_get_the_types_options_want():
     lsm.Options(**opts).validate()  # the writer's open would raise TypeError on a wrong type
 
 
+def _count_fillings(monkeypatch) -> list:
+    """Wrap the oracle's ``_fill``: the returned list receives each filling
+    its outermost call yields (its recursive calls pass ``used``)."""
+    from crashkill import oracle
+
+    pulled: list = []
+    fill = oracle._fill
+
+    def counting(*args, **kw):
+        for a in fill(*args, **kw):
+            if len(args) < 4:
+                pulled.append(a)
+            yield a
+
+    monkeypatch.setattr(oracle, "_fill", counting)
+    return pulled
+
+
 def test_oracle_tries_hole_fillings_lazily(monkeypatch):
     """verify() tries the ways to fill the holes as _fill generates them
     and stops at the first that gives the reopened state. It listed them
@@ -49,16 +67,7 @@ def test_oracle_tries_hole_fillings_lazily(monkeypatch):
         for kind, key, value in c.ops:
             assert kind == PUT
             state[key] = value
-    pulled = []
-    fill = oracle._fill
-
-    def counting(*args, **kw):  # (its recursive calls pass ``used``: count the outermost call's yields)
-        for a in fill(*args, **kw):
-            if len(args) < 4:
-                pulled.append(a)
-            yield a
-
-    monkeypatch.setattr(oracle, "_fill", counting)
+    pulled = _count_fillings(monkeypatch)
     figures = oracle.verify(w, 0, res, 10, {}, 0, state, 5, power=True)
     assert figures["in_flight_recovered"] == 5
     assert len(pulled) == 1, f"{len(pulled)} fillings generated before the check"
@@ -81,16 +90,7 @@ def test_oracle_places_recovered_in_flight_commits_first(monkeypatch):
     res.ready_seq = 0
     state = {key: value for t in range(7, 12) for _kind, key, value in make_commit(w, 0, t, 0).ops}
     assert len(state) == 5  # five distinct keys: any order of the five gives this state
-    pulled = []
-    fill = oracle._fill
-
-    def counting(*args, **kw):  # (its recursive calls pass ``used``: count the outermost call's yields)
-        for a in fill(*args, **kw):
-            if len(args) < 4:
-                pulled.append(a)
-            yield a
-
-    monkeypatch.setattr(oracle, "_fill", counting)
+    pulled = _count_fillings(monkeypatch)
     assert oracle.verify(w, 0, res, 12, {}, 0, state, 5, power=True)["in_flight_recovered"] == 5
     assert len(pulled) == 1, f"{len(pulled)} fillings generated before the check"
     assert sorted(c.thread for c in pulled[0].values()) == [7, 8, 9, 10, 11]

@@ -66,7 +66,6 @@ journal is ordered by ``_mu``); :class:`DurableModel` by one.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import random
 import shutil
@@ -165,19 +164,7 @@ class SyncTrackingFS(FileSystem):
         ino, saved = self._save(path)
         out: list[WritableFile] = []
 
-        def op() -> None:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # (a shared writable map needs a readable descriptor)
-            f = WritableFile(self, path, fd, 0)
-            try:
-                length = os.fstat(fd).st_size
-                if length:
-                    f.attach_map(mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
-            except BaseException:
-                f.close()
-                raise
-            out.append(f)
-
-        self._journalled(op, "W", ino, saved, 0, "o")
+        self._journalled(lambda: out.append(self._map_overwrite(path)), "W", ino, saved, 0, "o")
         return out[0]
 
     def truncate(self, path: str, size: int) -> None:

@@ -337,6 +337,11 @@ class FileSystem:
         if (not _is_direct(self) or cls.open_overwrite is not FileSystem.open_overwrite
                 or "open_overwrite" in getattr(self, "__dict__", ())):
             return self.open_overwrite(path)
+        return self._map_overwrite(path)
+
+    def _map_overwrite(self, path: str) -> WritableFile:
+        """The mapped half of :meth:`open_overwrite_mapped` (a layer that
+        journals around the open, tools/power_cut_fs.py, calls it too)."""
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # (a shared writable map needs a readable descriptor)
         f = WritableFile(self, path, fd, 0)
         try:
