@@ -22,6 +22,16 @@ SIZE = 8192
 WRITTEN = b"H" * 100 + bytes(range(1, 251)) * 20  # no zero byte: a kept prefix is visible
 
 
+def _fresh(root: str, seed: int) -> tuple[str, DurableModel, SyncTrackingFS]:
+    """An empty directory ``root/seed/d``, its durable model, and the
+    journalled layer that feeds the model."""
+    d = os.path.join(root, str(seed), "d")
+    os.makedirs(d)
+    model = DurableModel([d], d + ".shadow")
+    model.start_process()
+    return d, model, SyncTrackingFS(model.apply, model.shadow)
+
+
 def _cut_states(root: str, *, sync_first: int = 0, seeds: int = 80) -> list[bytes]:
     """For each seed: a fresh directory with a synced spare of SIZE zeros,
     renamed into place (durably), written in place from offset 0 with
@@ -29,11 +39,7 @@ def _cut_states(root: str, *, sync_first: int = 0, seeds: int = 80) -> list[byte
     segment's content after the cut."""
     out = []
     for seed in range(seeds):
-        d = os.path.join(root, str(seed), "d")
-        os.makedirs(d)
-        model = DurableModel([d], d + ".shadow")
-        model.start_process()
-        fs = SyncTrackingFS(model.apply, model.shadow)
+        d, model, fs = _fresh(root, seed)
         spare, seg = os.path.join(d, "spare"), os.path.join(d, "000001.wal")
         f = fs.create(spare)
         f.write_zeros(SIZE)
@@ -83,11 +89,7 @@ def test_in_place_write_over_nonzero_content_is_still_old_or_new(tmp_path):
     rewrites: the old durable content or the new one, whole."""
     states = set()
     for seed in range(40):
-        d = os.path.join(str(tmp_path), str(seed), "d")
-        os.makedirs(d)
-        model = DurableModel([d], d + ".shadow")
-        model.start_process()
-        fs = SyncTrackingFS(model.apply, model.shadow)
+        d, model, fs = _fresh(str(tmp_path), seed)
         p = os.path.join(d, "f")
         f = fs.create(p)
         f.write(b"old-content!")
@@ -113,11 +115,7 @@ def test_mapped_overwrite_is_journalled_and_cut_like_a_written_one(tmp_path):
     synced zeros, and the cut keeps a synced prefix and tears the rest."""
     kept = set()
     for seed in range(60):
-        d = os.path.join(str(tmp_path), str(seed), "d")
-        os.makedirs(d)
-        model = DurableModel([d], d + ".shadow")
-        model.start_process()
-        fs = SyncTrackingFS(model.apply, model.shadow)
+        d, model, fs = _fresh(str(tmp_path), seed)
         seg = os.path.join(d, "000001.wal")
         f = fs.create(seg)
         f.write_zeros(SIZE)

@@ -163,7 +163,6 @@ class SyncTrackingFS(FileSystem):
         path = os.path.abspath(path)
         ino, saved = self._save(path)
         out: list[WritableFile] = []
-
         self._journalled(lambda: out.append(self._map_overwrite(path)), "W", ino, saved, 0, "o")
         return out[0]
 
