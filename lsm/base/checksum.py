@@ -9,6 +9,10 @@ from typing import Final
 from crc32c import crc32c as _crc32c
 
 _MASK_DELTA: Final = 0xA282EAD8
+ROTATE_MUL: Final = 0x100000001
+"""``(c * ROTATE_MUL >> 15) & 0xFFFFFFFF`` is the 32-bit ``c`` rotated right
+by 15 bits (the low word of ``c`` beside itself, shifted): the mask's
+rotation in one multiply and one shift, for the paths that inline it."""
 
 
 def crc(data: bytes | bytearray | memoryview, init: int = 0) -> int:
@@ -29,5 +33,4 @@ def unmask(m: int) -> int:
 
 def masked_crc(data: bytes | bytearray | memoryview) -> int:
     """Masked crc32c of ``data``: the value stored on disk."""
-    c = _crc32c(data)
-    return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+    return ((_crc32c(data) * ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF

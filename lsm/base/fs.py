@@ -333,9 +333,7 @@ class FileSystem:
         this layer's write hooks or ``open_overwrite`` are not the plain
         ones (CrashFS, fault injectors), when the file is empty, or when
         the map cannot be made."""
-        cls = type(self)
-        if (not _is_direct(self) or cls.open_overwrite is not FileSystem.open_overwrite
-                or "open_overwrite" in getattr(self, "__dict__", ())):
+        if not _plain(self, _MAPPED_WRITE_HOOKS):
             return self.open_overwrite(path)
         return self._map_overwrite(path)
 
@@ -371,12 +369,7 @@ class FileSystem:
         CrashFS, fault injectors; or an empty file, which cannot be mapped)
         exactly :meth:`open_read`, so every read still goes through the
         hooks."""
-        cls = type(self)
-        if (
-            (cls._pread, cls.open_read) != _PLAIN_READ
-            or "_pread" in getattr(self, "__dict__", ())
-            or "open_read" in getattr(self, "__dict__", ())
-        ):
+        if not _plain(self, _READ_HOOKS):
             return self.open_read(path)
         f = self.open_read(path)
         if not f.size:
@@ -532,21 +525,30 @@ _ZEROS = bytes(ZERO_CHUNK)
 _os_write = os.write
 _os_fdatasync = os.fdatasync
 _os_fsync = os.fsync
-_PLAIN_READ = (FileSystem._pread, FileSystem.open_read)
-"""FileSystem's own read hooks (``open_read_mapped`` maps only with these)."""
 _DIRECT_HOOKS = ("_write", "_write_some", "_sync", "_sync_fd")
-_PLAIN_HOOKS = tuple(getattr(FileSystem, h) for h in _DIRECT_HOOKS)
+"""Write and sync hooks: a file of a layer with FileSystem's own makes the
+system calls itself (``WritableFile._direct``)."""
+_READ_HOOKS = ("_pread", "open_read")
+"""``open_read_mapped`` maps only with FileSystem's own."""
+_MAPPED_WRITE_HOOKS = (*_DIRECT_HOOKS, "open_overwrite")
+"""``open_overwrite_mapped`` maps only with FileSystem's own."""
+_ORIGINAL = {h: getattr(FileSystem, h) for h in (*_MAPPED_WRITE_HOOKS, *_READ_HOOKS)}
+
+
+def _plain(fs: FileSystem, hooks: tuple[str, ...]) -> bool:
+    """True when ``fs``'s ``hooks`` are FileSystem's own: not overridden by
+    its class, patched on the class, or set on the instance."""
+    cls = type(fs)
+    if any(getattr(cls, h, None) is not _ORIGINAL[h] for h in hooks):
+        return False
+    d = getattr(fs, "__dict__", None)
+    return not d or not any(h in d for h in hooks)
 
 
 def _is_direct(fs: FileSystem) -> bool:
-    """True when ``fs``'s write and sync hooks are FileSystem's own (not
-    overridden by its class, patched on the class, or set on the instance):
-    its WritableFiles may then make the system calls themselves."""
-    cls = type(fs)
-    if any(getattr(cls, h, None) is not p for h, p in zip(_DIRECT_HOOKS, _PLAIN_HOOKS)):
-        return False
-    d = getattr(fs, "__dict__", None)
-    return not d or not any(h in d for h in _DIRECT_HOOKS)
+    """True when ``fs``'s write and sync hooks are FileSystem's own: its
+    WritableFiles may then make the system calls themselves."""
+    return _plain(fs, _DIRECT_HOOKS)
 
 
 DEFAULT_FS = FileSystem()

@@ -36,7 +36,8 @@ from typing import Final
 
 from crc32c import crc32c as _crc32c  # direct: encode_record saves the wrapper call (see its docstring)
 
-from lsm.base.checksum import masked_crc
+from lsm.base.checksum import _MASK_DELTA, masked_crc
+from lsm.base.checksum import ROTATE_MUL as _ROTATE_MUL
 from lsm.base.coding import MAX_SEQ
 from lsm.base.errors import CorruptionError
 
@@ -82,16 +83,10 @@ _RECORD_HEADER_TAIL: Final = struct.Struct("<IQIQQ")  # length, seq, count, time
 _RECORD_HEADER_TAIL_V1: Final = struct.Struct("<IQIQ")
 
 # The mask of lsm.base.checksum.mask, inlined into encode_record to save a
-# Python call on the put path (tests/test_wal_format.py checks that both agree).
-_MASK_DELTA: Final = 0xA282EAD8
-# The mask in four integer operations instead of six: for a crc c < 2**32,
-# c * (2**32 + 1) is c twice side by side, so shifting it right 15 puts the
-# rotated c in the low 32 bits; the bits above them are dropped by the one
-# final ``& 0xFFFFFFFF`` (adding _MASK_DELTA carries only upwards). Same
-# value as lsm.base.checksum.mask (tests/test_wal_format.py checks it on
-# edge and random crcs); ~600 instructions less per put (callgrind,
+# Python call on the put path, in four integer operations instead of six
+# (checksum.ROTATE_MUL; tests/test_wal_format.py checks it against mask on
+# edge and random crcs): ~600 instructions less per put (callgrind,
 # docs/benchmarks.md "Write path profile").
-_ROTATE_MUL: Final = 0x100000001
 _SEQ_LIMIT: Final = MAX_SEQ + 1
 _pack_tail: Final = _RECORD_HEADER_TAIL.pack
 _pack_u32: Final = _U32.pack
