@@ -249,7 +249,11 @@ class Options:
     ``lz4``: a cold block costs a point read ~1.6 us to decompress against
     zstd's ~4.2 us, for tables ~10% larger (docs/benchmarks.md, "Point
     reads"); ``zstd``: smaller tables (with ``compression_level``);
-    ``none``: ~1.95x larger tables."""
+    ``none``: ~1.95x larger tables, and with ``mmap_reads`` a point read
+    searches a block where it lies, with no decompression and no block
+    cache: 37.1k instructions per present get against 44.0k through the
+    cache (docs/benchmarks.md, "Session 12 levers"). Blocks that LZ4 cannot
+    shrink by an eighth are stored raw and read so too."""
 
     compression_level: int = 1
     """zstd level (1 is fast and already halves typical values)."""
