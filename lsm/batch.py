@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from itertools import repeat
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 from lsm.base.coding import ValueKind
 from lsm.base.errors import ClosedError, CorruptionError
@@ -159,6 +159,11 @@ class WriteBatch:
         kinds.append(kind)
         self._keys.append(key)
         self._values.append(value)
+
+    @overload
+    def _kinds_column(self, make: Literal[True]) -> bytearray: ...
+    @overload
+    def _kinds_column(self, make: bool = False) -> bytearray | None: ...
 
     def _kinds_column(self, make: bool = False) -> bytearray | None:
         """The kinds column brought up to date: the puts added since the

@@ -118,7 +118,7 @@ class DB(DBRoom):
                 wal._written_commits += 1
                 wal.segment_records += 1
                 wal.bytes_written += len(rec)
-            elif ((raw := (f := wal._file).raw_write) is None or wal._staged  # (FULL/EXTRA here: fenced or barrier)
+            elif ((raw := (f := wal._file).raw_write) is None or wal._staged  # type: ignore[union-attr]  # (FULL/EXTRA here: fenced or barrier)
                     or wal.fenced is not None or wal._barrier_seq > wal.durable_seq):
                 wal.append_locked(rec, seq, 1, level)
             else:
@@ -128,11 +128,11 @@ class DB(DBRoom):
                 # (tests/test_put_path.py compares the two).
                 try:
                     n = raw(rec)
-                    f.size += n
+                    f.size += n  # type: ignore[union-attr]  # (f: the live segment, open while _blocked is None)
                     if n != len(rec):
-                        f.write_rest(rec, n)
+                        f.write_rest(rec, n)  # type: ignore[union-attr]
                 except BaseException as e:  # noqa: BLE001 - re-raised there unless only the map was full
-                    wal.direct_write_failed(f, rec, e)  # (a full map: written on by write(2); else fences, raises)
+                    wal.direct_write_failed(f, rec, e)  # type: ignore[arg-type]  # (a full map: written on by write(2); else fences, raises)
                 if wal.written_seq <= wal.durable_seq:
                     wal.unsynced_since = _monotonic()  # (not time.monotonic: tests patch lsm.db.time)
                 wal.written_seq = seq

@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lsm.base.errors import ClosedError, NeedsRecoveryError
 from lsm.batch import as_bytes
+from lsm.db_state import DBState
 from lsm.ops.checkpoint import CheckpointInfo, checkpoint
 from lsm.ops.stats import db_stats
 from lsm.ops.verify import VerifyReport, verify_db
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from lsm.db import DB
 
 
-class DBAdmin:
+class DBAdmin(DBState):
     """The part of :class:`lsm.db.DB` outside the write and read paths
     (module docstring)."""
 
@@ -42,7 +43,7 @@ class DBAdmin:
         with self._snap_mu:
             seq = self._last_seq
             self._snapshots[seq] = self._snapshots.get(seq, 0) + 1
-        return Snapshot(self, seq)
+        return Snapshot(cast("DB", self), seq)  # (cast: a DBAdmin is always a DB; module docstring)
 
     def _release_snapshot(self, seq: int) -> None:
         with self._snap_mu:
@@ -135,7 +136,7 @@ class DBAdmin:
         every commit acknowledged before the call); its WAL lives in
         ``dest_dir`` itself; the WAL archive is not copied. Raises
         TargetNotEmptyError for a bad destination. See lsm/ops/checkpoint.py."""
-        return checkpoint(self, dest_dir)
+        return checkpoint(cast("DB", self), dest_dir)
 
     def verify(self) -> VerifyReport:
         """Read every block of every live table, every live WAL segment and
@@ -143,7 +144,7 @@ class DBAdmin:
         sizes, key and sequence ranges, level invariants). Returns a report
         (``.ok``, ``.problems`` naming each damaged file); damage never
         raises, and nothing is changed. See lsm/ops/verify.py."""
-        return verify_db(self)
+        return verify_db(cast("DB", self))
 
     @contextlib.contextmanager
     def bulk_load(self) -> Iterator[DB]:
@@ -159,7 +160,7 @@ class DBAdmin:
         prev = self._sync
         self._sync = Sync.OFF
         try:
-            yield self
+            yield cast("DB", self)
         except BaseException as e:
             self._sync = prev
             if self._blocked is None:
@@ -194,7 +195,7 @@ class DBAdmin:
         when other commits arrived meanwhile). See lsm/ingest/job.py."""
         from lsm.ingest.job import ingest_items
 
-        return ingest_items(self, items, presorted=sorted, memory_budget=memory_budget)
+        return ingest_items(cast("DB", self), items, presorted=sorted, memory_budget=memory_budget)
 
     def ingest_files(self, paths: Any, *, move: bool = False) -> int:
         """Add SSTables built by ``lsm.TableWriter`` (a list of paths; their
@@ -207,7 +208,7 @@ class DBAdmin:
         number from which reads see them."""
         from lsm.ingest.job import ingest_tables
 
-        return ingest_tables(self, paths, move=move)
+        return ingest_tables(cast("DB", self), paths, move=move)
 
     # ------------------------------------------------------------ failure state
     def _on_fence(self, err: BaseException) -> None:
@@ -237,7 +238,7 @@ class DBAdmin:
     # ----------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
         """Figures about the database (see docs/architecture.md#stats)."""
-        return db_stats(self)  # type: ignore[arg-type]
+        return db_stats(cast("DB", self))
 
     # ----------------------------------------------------------------- close
     def close(self) -> None:

@@ -159,7 +159,8 @@ class DBRoom(DBScan):
         if wal.segment_records == 0:
             # The live segment holds no commit yet: it serves the new
             # memtable (its name, last_seq + 1, is already right).
-            path = wal.segment_path
+            # (str: the WAL is open while _blocked is None, which callers check under _write_mu)
+            path: str = wal.segment_path  # type: ignore[assignment]
             paths = [p for p in self._mem_wal_paths if p != path]
         else:
             paths = list(self._mem_wal_paths)

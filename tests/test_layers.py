@@ -23,6 +23,7 @@ LAYERS = {
     "lsm.background": 5,
     "lsm.ingest": 5,
     "lsm.ops": 5,
+    "lsm.db_state": 5.4,  # the DB's instance attributes, declared for mypy (root of DB's base classes)
     "lsm.db_admin": 5.5,  # DB's base class (snapshots, durability API, maintenance, ops wrappers, close)
     "lsm.db_scan": 5.7,  # DB's base class over DBAdmin (range scans)
     "lsm.db_room": 5.8,  # DB's base class over DBScan (room checks: switches, rotation, stalls)

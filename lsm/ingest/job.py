@@ -244,21 +244,19 @@ def _install(db: DB, outputs: list[Output], provisional: int) -> int:
     fs = db._fs
     state = {"logging": False}
     while True:
-        wait_for = None
-        done = None
+        wait_for: int | None = None  # set: immutable memtables to flush first, then try again
         try:
             with db._install_mu, db._write_mu:
                 db._check_usable()
                 if db._sv.imms:
                     wait_for = db._last_seq
                 else:
-                    done = _install_locked(db, outputs, provisional, state)
+                    seq, old_wal = _install_locked(db, outputs, provisional, state)
         except BaseException:
             if not state["logging"]:
                 remove_outputs(fs, db.path, [n for n, _p in outputs])
             raise
-        if done is not None:
-            seq, old_wal = done
+        if wait_for is None:
             bg.ingest_done(seq, old_wal)
             return seq
         try:
@@ -373,9 +371,8 @@ def ingest_tables(db: DB, paths: Iterable[Any], *, move: bool = False) -> int:
         if not infos:
             seq = db._last_seq
         else:
-            seq = _add_as_is(db, infos, move)
-            if seq is None:
-                seq = _rewrite_files(db, infos)
+            added = _add_as_is(db, infos, move)
+            seq = _rewrite_files(db, infos) if added is None else added
         if move:
             for p in srcs:
                 try:

@@ -373,8 +373,8 @@ class TableReader(TableScan, TableMeta):
             off = self._boffs[i]
             at = off + self._bsizes[i] - BLOCK_TRAILER_SIZE
             try:
-                cid, usize, stored = _TRAILER_UNPACK(m, at)
-                d = m[off : at + 5]
+                cid, usize, stored = _TRAILER_UNPACK(m, at)  # type: ignore[arg-type]  # (_raw: a map)
+                d = m[off : at + 5]  # type: ignore[index]
             except ValueError:  # a closed map: _load_block raises ClosedError
                 d = None
                 cid = -1

@@ -7,6 +7,7 @@ attributes; the read path is in lsm/sstable/reader.py."""
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from lsm.base.coding import ValueKind
 from lsm.base.errors import CorruptionError
@@ -24,6 +25,9 @@ from lsm.sstable.block import (
 )
 from lsm.sstable.bloom import BloomFilter, RoaringBloomFilter, decode_filter
 
+if TYPE_CHECKING:
+    from lsm.base.fs import ReadableFile
+
 
 class TableMeta:
     """Open-time metadata of a table reader (mixed into TableReader, which
@@ -31,6 +35,13 @@ class TableMeta:
     Sets ``format_version``, ``properties``, ``range_dels``, ``_ikeys``,
     ``_itrailers``, ``_boffs``, ``_ckeys``, ``_bsizes``, ``_bloom`` and
     ``_bloom_old``; raises CorruptionError naming the file and offset."""
+
+    # Set by TableReader.__init__ before _load_meta; declared for mypy
+    # (annotations only: no class attributes).
+    _file: ReadableFile
+    path: str
+    file_number: int
+    range_dels: RangeDels | None
 
     def _corrupt(self, reason: str, offset: int | None) -> CorruptionError:
         return CorruptionError(reason, self.path, offset)
