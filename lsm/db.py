@@ -7,11 +7,16 @@ maintenance, the operations wrappers, stats and close.
 
 Threads and locks (lock order, outermost first):
 
-1. ``_write_mu`` (with condition ``_write_cv``): the write lock. Guards the
-   live memtable, ``_last_seq``, the WAL's live segment, ``_sv`` switches,
-   ``_imm_jobs`` and the write counters. Held for one commit's append and
-   memtable insert (a few microseconds), never across an fdatasync.
-2. ``_install_mu``: version installs (manifest writes), ``_readers``.
+1. ``_install_mu``: version installs (manifest writes), the table readers
+   (``Background.readers``); ingests and checkpoints take it and then
+   ``_write_mu``.
+2. ``_write_mu`` (with condition ``_write_cv``): the write lock. Guards the
+   live memtable, ``_last_seq``, the WAL's live segment, ``_sv`` switches
+   and the write counters. Held for one commit's append and memtable insert
+   (a few microseconds), never across an fdatasync. With
+   ``background="inline"`` it is ``_install_mu`` itself (one reentrant
+   lock: a writer there runs the flush and install it triggers while it
+   holds the write lock).
 3. ``_snap_mu``: the registry of live snapshot sequence numbers.
 4. The WAL writer's internal condition (see lsm/wal/writer.py).
 

@@ -121,9 +121,16 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._memtable_size = opts.memtable_size
     db._room_check_at = opts.wal_segment_size  # live-segment size at which a write calls _make_room_locked
     db._room_at = 0  # live-memtable size at which put/delete call _make_room_locked (DB._wal_switch_due_locked)
-    db._write_mu = threading.RLock() if opts.background == "inline" else threading.Lock()
+    # The lock order is _install_mu, then _write_mu (ingest, checkpoints,
+    # installs). Inline, a writer that switches the memtable runs the flush
+    # and its install while it holds _write_mu, against that order: the two
+    # are one reentrant lock there, or a writer and an ingest (or a
+    # checkpoint) on another thread would deadlock
+    # (tests/test_inline_lock_order.py).
+    install_mu = threading.RLock()
+    db._install_mu = install_mu
+    db._write_mu = install_mu if opts.background == "inline" else threading.Lock()
     db._write_cv = threading.Condition(db._write_mu)
-    db._install_mu = threading.RLock()
     db._snap_mu = threading.Lock()
     db._snapshots = {}
     db._info_log = InfoLog.from_options(fs, path, opts)  # entries are held until the open succeeds
