@@ -360,15 +360,17 @@ class TableReader(TableScan, TableMeta):
             return None
         # Block i's last entry is at or after (key, target) in internal
         # order, block i-1's is before it: the version sought is in block i.
+        p: bytes | None = None  # the payload to search (a fixed-size block's)
+        b: BlockView | None = None  # the view it came from (None on the raw path)
         if self._raw:
             # A block stored raw in a mapped table: searched in a copy of
             # its bytes, crc checked, without a view or the cache (see
-            # ``_raw``; ~16% fewer instructions per present get). The same
-            # fixed-size search as below, on the copy; anything else (a
-            # compressed block, a damaged one, a layout not seen yet, a key
-            # across two entries) goes on below and is decided there. The
-            # handle lies inside the map: _check_index tiled the data blocks
-            # from 0 to the meta blocks, and the map spans the file.
+            # ``_raw``; ~16% fewer instructions per present get). Anything
+            # else (a compressed block, a damaged one, a layout not seen
+            # yet, a key of another length) takes the cache path below,
+            # which decides. The handle lies inside the map: _check_index
+            # tiled the data blocks from 0 to the meta blocks, and the map
+            # spans the file.
             m = self._map
             off = self._boffs[i]
             at = off + self._bsizes[i] - BLOCK_TRAILER_SIZE
@@ -382,87 +384,81 @@ class TableReader(TableScan, TableMeta):
                 fx = _LAYOUTS.get(usize)
                 if (fx is not None and usize == at - off and d.startswith(fx[0]) and len(key) == fx[5]
                         and ((_crc32c(d) * _ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF == stored):
+                    p = d  # (the 5 trailer bytes after the payload are never searched)
                     o = fx[1]
                     n = fx[4]
                     k = fx[5]
-                    a = d.find(key, o[0], o[n])
-                    if a < 0:
-                        return None
-                    j, r = divmod(a - o[0], k)
-                    if not r:
-                        while True:
-                            tr = _U64_AT(d, 8 * (n + 1 + j))[0]
-                            if tr <= target:
-                                return key, tr, d[o[n + j] : o[n + j + 1]]
-                            j += 1
-                            if j == n or not d.startswith(key, o[j]):
-                                return None
                 elif not self._learn:
                     self._raw = False  # variable-size entries: no layout to use
             elif cid >= 0:
                 self._raw = False  # a compressed table (its first block tells)
-        cache = self._cache
-        if cache is not None:
-            # BlockCache.get, inlined (same lock-free protocol).
-            ck = self._ckeys[i]
-            m = cache._map
-            e = m.get(ck)
-            if e is not None:
-                try:
-                    m.move_to_end(ck)
-                except KeyError:  # evicted meanwhile by another thread
-                    pass
-                cache.hits += 1
-                b: BlockView = e[0]  # type: ignore[assignment]
-            else:
-                cache.misses += 1
-                b = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
-                c = len(b.p) + (_VIEW_CHARGE if b._t is None else _BLOCK_CHARGE + _ENTRY_CHARGE * b.n)
-                if c <= cache.capacity:  # c > 0: nothing is cached at capacity 0
-                    # BlockCache.put, inlined (the same steps under the
-                    # cache's lock; change both together): one frame less
-                    # per block read from disk (~1k instructions, readrandom).
-                    mu = cache._mu
-                    mu.acquire()
+        if p is None:
+            cache = self._cache
+            if cache is not None:
+                # BlockCache.get, inlined (same lock-free protocol).
+                ck = self._ckeys[i]
+                m = cache._map
+                e = m.get(ck)
+                if e is not None:
                     try:
-                        old = m.pop(ck, None)
-                        if old is not None:
-                            cache.usage -= old[1]
-                        m[ck] = (b, c)
-                        u = cache.usage + c
-                        cap = cache.capacity
-                        while u > cap:
-                            u -= m.popitem(False)[1][1]
-                        cache.usage = u
-                    finally:
-                        mu.release()
-        else:
-            b = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
-        k = b.k
-        if k:
-            # BlockView.find's fixed-size case, inlined (one frame less per
-            # get that reaches a block, ~1k instructions; change both
-            # together): every key has k bytes, so an occurrence of key in
-            # the keys is its first entry exactly when it starts at a
-            # multiple of k; the trailers are read from the payload.
+                        m.move_to_end(ck)
+                    except KeyError:  # evicted meanwhile by another thread
+                        pass
+                    cache.hits += 1
+                    v: BlockView = e[0]  # type: ignore[assignment]
+                else:
+                    cache.misses += 1
+                    v = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
+                    c = len(v.p) + (_VIEW_CHARGE if v._t is None else _BLOCK_CHARGE + _ENTRY_CHARGE * v.n)
+                    if c <= cache.capacity:  # c > 0: nothing is cached at capacity 0
+                        # BlockCache.put, inlined (the same steps under the
+                        # cache's lock; change both together): one frame less
+                        # per block read from disk (~1k instructions, readrandom).
+                        mu = cache._mu
+                        mu.acquire()
+                        try:
+                            old = m.pop(ck, None)
+                            if old is not None:
+                                cache.usage -= old[1]
+                            m[ck] = (v, c)
+                            u = cache.usage + c
+                            cap = cache.capacity
+                            while u > cap:
+                                u -= m.popitem(False)[1][1]
+                            cache.usage = u
+                        finally:
+                            mu.release()
+            else:
+                v = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
+            b = v
+            k = v.k
+            if not k:
+                return v.find(key, target)
             if len(key) != k:
                 return None
-            p = b.p
-            o = b.o
-            n = b.n
-            a = p.find(key, o[0], o[n])
-            if a < 0:
-                return None
-            j, r = divmod(a - o[0], k)
-            if not r:
-                while True:
-                    tr = _U64_AT(p, 8 * (n + 1 + j))[0]
-                    if tr <= target:
-                        return key, tr, p[o[n + j] : o[n + j + 1]]
-                    j += 1
-                    if j == n or not p.startswith(key, o[j]):
-                        return None
-        return b.find(key, target)
+            p = v.p
+            o = v.o
+            n = v.n
+        # BlockView.find's fixed-size case, inlined (one frame less per get
+        # that reaches a block, ~1k instructions; change both together):
+        # every key has k bytes, so an occurrence of key in the keys is its
+        # first entry exactly when it starts at a multiple of k; the
+        # trailers are read from the payload.
+        a = p.find(key, o[0], o[n])
+        if a < 0:
+            return None
+        j, r = divmod(a - o[0], k)
+        if not r:
+            while True:
+                tr = _U64_AT(p, 8 * (n + 1 + j))[0]
+                if tr <= target:
+                    return key, tr, p[o[n + j] : o[n + j + 1]]
+                j += 1
+                if j == n or not p.startswith(key, o[j]):
+                    return None
+        # A hit straddling two keys: the view's bisection (on the raw path,
+        # the block's view through the cache).
+        return (self._block(i) if b is None else b).find(key, target)
 
     # ------------------------------------------------------------ checks and life cycle
     def check(self) -> None:
