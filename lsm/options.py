@@ -251,7 +251,7 @@ class Options:
     reads"); ``zstd``: smaller tables (with ``compression_level``);
     ``none``: ~1.95x larger tables, and with ``mmap_reads`` a point read
     searches a block where it lies, with no decompression and no block
-    cache: 37.1k instructions per present get against 44.0k through the
+    cache: 37.6k instructions per present get against 44.5k through the
     cache (docs/benchmarks.md, "Session 12 levers"). Blocks that LZ4 cannot
     shrink by an eighth are stored raw and read so too."""
 
