@@ -40,7 +40,7 @@ READ by the DB under the DB write lock without ``_cv``: a stale (smaller)
 value is safe, a read never sees a value larger than the truth.
 
 Locks: ``_cv`` (a Condition) guards ``durable_seq``, the sync gates,
-``_barrier_seq``, ``synced_offset`` (writes) and the
+``synced_offset`` (writes) and the
 counters (a follower joining a forming group reads the gate and the
 counters without it, then waits on the gate: :meth:`GroupSync.sync_to`,
 "Fast path"). ``_io_mu`` serializes writes to the live segment while records
@@ -132,7 +132,8 @@ class GroupSync:
         self._forming = False
         self._formed_at = 0.0
         self._sync_target = 0  # written_seq the running (or last) sync covers
-        self._barrier_seq = 0
+        self._barrier_seq = 0  # guarded by the DB write lock: the last BARRIER commit's seq, set by its
+        # append (a later append syncs up to it first while it is above durable_seq)
         self._dir_synced = True  # the live segment's directory entry is durable
         self.fenced: BaseException | None = None
         self.synced_offset = 0  # the live segment is durable up to here (module docstring)

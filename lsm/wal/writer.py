@@ -322,6 +322,12 @@ class WalWriter(GroupSync):
         self._written_commits += count_commits  # (a forming group's commit that completes it leads its sync: lsm/wal/sync.py)
         self.segment_records += count_commits
         self.bytes_written += len(record)
+        if level == _BARRIER:
+            # Here, under the DB write lock, not in commit_wait: a commit
+            # that takes the lock after this one releases it must find the
+            # barrier (it returned before the barrier's sync: soak 12,
+            # tests/test_soak12_barrier_window.py).
+            self._barrier_seq = last_seq
 
     def direct_write_failed(self, f: WritableFile, record: bytes, e: BaseException) -> None:
         """The direct write of ``record`` to the live segment ``f`` (the
@@ -375,9 +381,7 @@ class WalWriter(GroupSync):
         if level >= _FULL:
             if self.durable_seq < seq or (not self._dir_synced):
                 self.sync_to(seq, level)
-        elif level == _BARRIER:
-            with self._cv:
-                self._barrier_seq = max(self._barrier_seq, seq)
+        elif level == _BARRIER:  # (_barrier_seq was set by append_locked)
             self._ensure_syncer()
             self._kick_syncer()
         elif level == _NORMAL:
