@@ -111,8 +111,8 @@ def _learn_layout(p: bytes, o: array, n: int) -> bool:
     base = o[0]
     kl = o[1] - base
     vl = o[n + 1] - o[n]
-    if o[n] - base != n * kl or len(p) - o[n] != n * vl:
-        return False
+    if kl < 0 or vl < 0 or o[n] - base != n * kl or len(p) - o[n] != n * vl:
+        return False  # (lengths below zero: offsets that decrease, in a block with a good crc)
     head = fixed_block_head(n, kl, vl)
     if not p.startswith(head):
         return False
