@@ -397,8 +397,15 @@ def test_power_cut_layer_rewrite_below_the_synced_length(tmp_path, how):
         if sync:
             j.append("f", b"", sync=True)
 
-    assert _distinct(_outcomes(tmp_path / "no", lambda j: scenario(j, False))) == {
-        (("f", b"ABCDEF"),), (("f", b"AB"),)}
+    got = _distinct(_outcomes(tmp_path / "no", lambda j: scenario(j, False)))
+    if how == "truncate":
+        assert got == {(("f", b"ABCDEF"),), (("f", b"AB"),)}
+    else:
+        # O_TRUNC, then an unsynced write: the old content (the truncation
+        # lost), or the truncation and the write kept, lost or torn
+        # (tools/power_cut_fs.py, _Inode.cut_at).
+        contents = {dict(s)["f"] for s in got}
+        assert {b"ABCDEF", b"AB", b""} <= contents and all(c == b"ABCDEF" or len(c) <= 2 for c in contents)
     assert _distinct(_outcomes(tmp_path / "yes", lambda j: scenario(j, True))) == {(("f", b"AB"),)}
 
 

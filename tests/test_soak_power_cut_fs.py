@@ -63,7 +63,7 @@ def _cut_states(root: str, *, sync_first: int = 0, seeds: int = 80) -> list[byte
 def _kept(content: bytes) -> int:
     """Bytes of WRITTEN at the start of ``content`` (its longest common prefix)."""
     n = 0
-    while n < len(WRITTEN) and content[n] == WRITTEN[n]:
+    while n < min(len(WRITTEN), len(content)) and content[n] == WRITTEN[n]:
         n += 1
     return n
 
@@ -138,3 +138,70 @@ def test_mapped_overwrite_is_journalled_and_cut_like_a_written_one(tmp_path):
         assert content.startswith(WRITTEN[:1000]), seed  # synced through the map: durable
         kept.add(_kept(content))
     assert 1000 in kept and any(1000 < k < len(WRITTEN) for k in kept), kept
+
+
+def _truncating_rewrite_states(root: str, rewrite, seeds: int = 120) -> set[bytes]:
+    """For each seed: a synced file OLD (its entry synced), ``rewrite(fs,
+    path)`` (a truncating rewrite and unsynced writes), a power cut; the
+    set of contents left."""
+    states = set()
+    for seed in range(seeds):
+        d, model, fs = _fresh(root, seed)
+        p = os.path.join(d, "f")
+        f = fs.create(p)
+        f.write(OLD)
+        f.datasync()
+        f.close()
+        fs.sync_dir(d)
+        rewrite(fs, p)
+        model.cut(random.Random(seed))
+        with open(p, "rb") as fh:
+            states.add(fh.read())
+    return states
+
+
+OLD = b"o" * 3000
+
+
+def test_create_over_a_synced_file_can_leave_the_new_content_torn(tmp_path):
+    """An O_TRUNC create over a synced file, then unsynced writes: a cut
+    leaves the old content (the truncation lost), or the truncation and any
+    part of the writes (a torn prefix of the new content, nothing of it,
+    or all of it); before, only the old content or the new one whole
+    (recovery re-creates the segment named last + 1 that a cut left)."""
+    def rewrite(fs, p):
+        f = fs.create(p)
+        f.write(WRITTEN)
+        f.close()
+
+    states = _truncating_rewrite_states(str(tmp_path), rewrite)
+    assert OLD in states and WRITTEN in states and b"" in states
+    torn = [s for s in states if s not in (OLD, WRITTEN, b"")]
+    assert any(0 < _kept(s) < len(WRITTEN) and len(s) <= len(WRITTEN) for s in torn), sorted(map(len, states))
+    assert all(s == OLD or len(s) <= len(WRITTEN) for s in states)
+
+
+def test_truncate_below_the_synced_length_then_append_keeps_the_prefix(tmp_path):
+    def rewrite(fs, p):
+        fs.truncate(p, 1000)
+        f = fs.open_append(p)
+        f.write(WRITTEN)
+        f.close()
+
+    states = _truncating_rewrite_states(str(tmp_path), rewrite)
+    assert OLD in states and OLD[:1000] in states and OLD[:1000] + WRITTEN in states
+    assert all(s == OLD or s.startswith(OLD[:1000]) for s in states)
+    assert any(s.startswith(OLD[:1000]) and 0 < _kept(s[1000:] + bytes(1)) < len(WRITTEN) for s in states)
+
+
+def test_a_sync_after_the_truncating_create_makes_its_prefix_durable(tmp_path):
+    def rewrite(fs, p):
+        f = fs.create(p)
+        f.write(WRITTEN[:500])
+        f.datasync()
+        f.write(WRITTEN[500:])
+        f.close()
+
+    states = _truncating_rewrite_states(str(tmp_path), rewrite, seeds=60)
+    assert all(s.startswith(WRITTEN[:500]) for s in states)
+    assert WRITTEN in states and WRITTEN[:500] in states

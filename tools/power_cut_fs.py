@@ -29,7 +29,10 @@ it. Here the two halves live in different processes:
   garbage independently); a rewritten file either its old durable content
   or its new one, except a file written in place over synced zeros (the
   preallocated WAL segment, ``open_overwrite``): its writes are an unsynced
-  tail over durable zeros, kept, dropped, torn or holed like any other.
+  tail over durable zeros, kept, dropped, torn or holed like any other; and
+  a file truncated below its synced length (an O_TRUNC create over it, a
+  truncate): its old content, or the truncation with what was written
+  after it as an unsynced tail.
   The result is written as a fresh directory in place of the old one, and
   everything in it is then durable.
 
@@ -229,6 +232,8 @@ class _Inode:
     saved: str | None = None  # rewritten below durable_len: the old content (shadow name)
     saved_at: int = 0  # line number of the rewrite
     prealloc: bool = False  # written in place over synced zeros (a preallocated WAL segment)
+    cut_at: int | None = None  # rewritten by truncation only (O_TRUNC create, truncate): its new content
+    # below cut_at is the old durable content, the rest an unsynced tail; None: rewritten in place too
 
 
 @dataclass
@@ -325,15 +330,21 @@ class DurableModel:
                 # 0, which a cut may keep, drop, tear or hole page by page
                 # (not only all or nothing, as for a rewrite).
                 node.prealloc, node.durable_len = True, 0
-            if int(f[3]) == 0 and node.durable_len > 0:
+            if f[4:] == ["o"] and int(f[3]) == 0 and node.durable_len > 0:
                 node.prealloc = True  # open_overwrite of a synced file: the spare's zeros stay durable
+            if f[4:] != ["o"] and int(f[3]) == 0:
+                node.prealloc = False  # O_TRUNC create over it: no zeros are left to stay
+            trunc = f[4:] != ["o"] and not node.prealloc  # a truncation (create over it, truncate)
             if node.saved is None and int(f[3]) < node.durable_len:
                 node.saved, node.saved_at = f[2], self.n
+                node.cut_at = int(f[3]) if trunc else None
+            elif node.saved is not None:
+                node.cut_at = min(node.cut_at, int(f[3])) if trunc and node.cut_at is not None else None
         elif kind == "S":
             ino, size, k = int(f[1]), int(f[2]), self.base + int(f[3])
             node = self._inode(ino, line)
             if node.saved is not None and node.saved_at <= k:
-                node.saved, node.durable_len = None, size  # the sync covered the rewrite
+                node.saved, node.cut_at, node.durable_len = None, None, size  # the sync covered the rewrite
             else:
                 node.durable_len = max(node.durable_len, size)
         elif kind == "D":
@@ -469,26 +480,34 @@ class DurableModel:
             fig.tails[outcome] = fig.tails.get(outcome, 0) + 1
             fig.notes.append(f"{name} (inode {ino}): {outcome} {detail}")
 
+        durable = node.durable_len
         if node.saved is not None:  # rewritten below its durable length since the last sync
-            if rng.random() < 0.5:
+            if rng.random() >= 0.5:
+                note("rewrite-old", f"(the first {node.durable_len} bytes of the saved copy)")
+                with open(os.path.join(self.shadow, node.saved), "rb") as fh:
+                    return fh.read()[: node.durable_len]
+            if node.cut_at is None:
                 note("rewrite-new")
                 return None
-            note("rewrite-old", f"(the first {node.durable_len} bytes of the saved copy)")
-            with open(os.path.join(self.shadow, node.saved), "rb") as fh:
-                return fh.read()[: node.durable_len]
+            # The truncation reached the disk (its length is metadata, which
+            # a journalling filesystem commits before or without the data
+            # written after it): what was written past cut_at since is an
+            # unsynced tail, kept, dropped, torn or holed like any other.
+            note("truncation-kept", f"(at {node.cut_at}; the bytes written after it are a tail)")
+            durable = node.cut_at
         size = os.stat(src).st_size
-        if size < node.durable_len:
-            raise HarnessError(f"{src} is {size} bytes, below its synced length {node.durable_len}, and the "
+        if size < durable:
+            raise HarnessError(f"{src} is {size} bytes, below its synced length {durable}, and the "
                                "journal has no rewrite of it")
-        if size == node.durable_len:
+        if size == durable:
             return None
         outcome = rng.choice(TAIL_OUTCOMES)
         if outcome == "kept":
-            note(outcome, f"(synced {node.durable_len} of {size} bytes)")
+            note(outcome, f"(synced {durable} of {size} bytes)")
             return None
         with open(src, "rb") as fh:
             data = fh.read()
-        base, tail = data[: node.durable_len], data[node.durable_len :]
+        base, tail = data[:durable], data[durable:]
         if node.prealloc:
             # Written in place over synced zeros: the zeros past the last
             # byte written are durable (never garbage), and a lost write
@@ -496,17 +515,17 @@ class DurableModel:
             written = tail.rstrip(b"\0")
             zeros = bytes(len(tail) - len(written))
             if outcome == "holes":
-                note(outcome, f"(preallocated; synced {node.durable_len}, {len(written)} bytes written after)")
+                note(outcome, f"(preallocated; synced {durable}, {len(written)} bytes written after)")
                 return _holes(base, written, rng, {}, bytes(len(written))) + zeros
             cut = 0 if outcome == "dropped" else rng.randrange(len(written) + 1)
-            note(outcome, f"(preallocated; synced {node.durable_len}, {cut} of {len(written)} unsynced bytes kept)")
+            note(outcome, f"(preallocated; synced {durable}, {cut} of {len(written)} unsynced bytes kept)")
             rest = rng.randbytes(len(written) - cut) if outcome == "torn+garbage" else bytes(len(written) - cut)
             return base + written[:cut] + rest + zeros
         if outcome == "holes":  # HOLE_BLOCK blocks kept, zeroed or garbage independently (as CrashFS)
-            note(outcome, f"(synced {node.durable_len} of {size} bytes)")
+            note(outcome, f"(synced {durable} of {size} bytes)")
             return _holes(base, tail, rng, {})
         cut = 0 if outcome == "dropped" else rng.randrange(len(tail) + 1)
-        note(outcome, f"(synced {node.durable_len} of {size} bytes, {cut} unsynced bytes kept)")
+        note(outcome, f"(synced {durable} of {size} bytes, {cut} unsynced bytes kept)")
         if outcome == "dropped" or outcome == "torn":
             return base + tail[:cut]
         if outcome == "torn+zeros":
