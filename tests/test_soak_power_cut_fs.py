@@ -105,6 +105,15 @@ def test_in_place_write_over_nonzero_content_is_still_old_or_new(tmp_path):
     assert states == {b"old-content!", b"NEW-content!"}
 
 
+def _synced(fs, d: str, path: str, fill) -> None:
+    """Create ``path``, ``fill(file)``, and make the file and its entry durable."""
+    f = fs.create(path)
+    fill(f)
+    f.datasync()
+    f.close()
+    fs.sync_dir(d)
+
+
 def test_mapped_overwrite_is_journalled_and_cut_like_a_written_one(tmp_path):
     """The WAL's live preallocated segment is written through a shared map
     (option wal_mmap_writes, FileSystem.open_overwrite_mapped). The layer
@@ -117,11 +126,7 @@ def test_mapped_overwrite_is_journalled_and_cut_like_a_written_one(tmp_path):
     for seed in range(60):
         d, model, fs = _fresh(str(tmp_path), seed)
         seg = os.path.join(d, "000001.wal")
-        f = fs.create(seg)
-        f.write_zeros(SIZE)
-        f.datasync()
-        f.close()
-        fs.sync_dir(d)
+        _synced(fs, d, seg, lambda f: f.write_zeros(SIZE))
         f = fs.open_overwrite_mapped(seg)
         assert f.mapped
         f.write(WRITTEN[:1000])
@@ -148,11 +153,7 @@ def _truncating_rewrite_states(root: str, rewrite, seeds: int = 120) -> set[byte
     for seed in range(seeds):
         d, model, fs = _fresh(root, seed)
         p = os.path.join(d, "f")
-        f = fs.create(p)
-        f.write(OLD)
-        f.datasync()
-        f.close()
-        fs.sync_dir(d)
+        _synced(fs, d, p, lambda f: f.write(OLD))
         rewrite(fs, p)
         model.cut(random.Random(seed))
         with open(p, "rb") as fh:
