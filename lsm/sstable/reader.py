@@ -376,11 +376,10 @@ class TableReader(TableScan, TableMeta):
             at = off + self._bsizes[i] - BLOCK_TRAILER_SIZE
             try:
                 cid, usize, stored = _TRAILER_UNPACK(m, at)  # type: ignore[arg-type]  # (_raw: a map)
-                d = m[off : at + 5]  # type: ignore[index]
             except ValueError:  # a closed map: _load_block raises ClosedError
-                d = None
                 cid = -1
             if cid == _NONE:
+                d = m[off : at + 5]  # type: ignore[index]  # (copied only for a raw block)
                 fx = _LAYOUTS.get(usize)
                 if (fx is not None and usize == at - off and d.startswith(fx[0]) and len(key) == fx[5]
                         and ((_crc32c(d) * _ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF == stored):
