@@ -148,6 +148,8 @@ class DB(DBRoom):
                     wal._barrier_seq = seq  # under the write lock, as append_locked
             # MemTable.add(seq, _PUT, key, value), inlined: keep in step with
             # it (tests/test_write_path.py compares the two).
+            if mem._pending:
+                mem._index()  # pending batches are older: in first
             new = (seq, _PUT, value)
             prev = mem._latest.setdefault(key, new)
             if prev is not new:
@@ -294,6 +296,8 @@ class DB(DBRoom):
         # version newer than the snapshot takes the full method (it reads
         # _latest again, then _older: the same lock-free protocol).
         mem = sv.mem
+        if mem._pending:  # batches not indexed yet (lsm/memtable.py): after snap was read
+            mem._index()
         r = mem._latest.get(key)
         if r is not None and r[0] > snap:
             r = mem.get(key, snap)
