@@ -153,6 +153,12 @@ class Options:
     every slot taken, writes are paced at the rate flushes drain (see
     ``delayed_write_rate``), so the stop is rarely reached."""
 
+    max_background_flushes: int = 2
+    """Flushes run at once with ``background="process"`` (each in a worker
+    process of its own; tables installed in commit order whatever order
+    they finish in); the other modes run one. A fill whose writers outrun
+    one flush worker (batches of puts) goes at the pace of two."""
+
     wal_segment_size: int = 64 * MiB
     """A WAL segment is sealed when it reaches this many bytes (or when its
     memtable becomes immutable)."""
@@ -327,6 +333,7 @@ class Options:
         self.sync = Sync.coerce(self.sync)
         _int_range(self, "memtable_size", 1024, 1 << 40)
         _int_range(self, "max_immutable_memtables", 1, 64)
+        _int_range(self, "max_background_flushes", 1, 16)
         _int_range(self, "wal_segment_size", 4096, 1 << 40)
         _int_range(self, "commit_linger_us", 0, 1_000_000)
         _int_range(self, "block_size", 1, 1 << 30)

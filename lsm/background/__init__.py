@@ -12,8 +12,10 @@ Modes (``Options.background``):
 
 * ``process``: jobs run in the shared worker process pool
   (lsm/compaction/worker.py), started lazily (``Background._lazy_prestart``);
-  two orchestrating threads here (flush, compaction) only wait on pipes
-  and install results.
+  orchestrating threads here (``max_background_flushes`` flush threads,
+  one compaction thread) only wait on pipes and install results. Flushes
+  install in queue order whatever order their tables are built in
+  (``Background._await_turn``).
 * ``thread``: jobs run in those threads (needed for an in-memory fs).
 * ``inline``: everything runs synchronously in the writer's thread, under
   the DB write lock (deterministic; tests).

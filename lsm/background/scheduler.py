@@ -64,12 +64,18 @@ class Background(WalLifecycle, IngestEntryPoints):
         self.l0_files = len(self.vs.current.levels[0])
         self._cv = threading.Condition()
         self._queue: collections.deque[ImmJob] = collections.deque()  # guarded by _cv
+        # Flushes at once (process mode: each in a worker of the flush pool;
+        # built in any order, installed in queue order, _await_turn).
+        self._flush_par = self.opts.max_background_flushes if self.mode == "process" else 1
+        self._flush_starts: list[float] = []  # perf_counter at each running flush's start, guarded by _cv
         self._compact_wanted = True  # guarded by _cv
         self._stopped = False
         self._compact_mu = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._pools = {k: shared_pool(k) for k in ("flush", "compaction")} if self.mode == "process" else None
         self._prestarted = {"flush": self._pools is None, "compaction": self._pools is None}
+        if self._pools is not None:
+            self._pools["flush"].allow(self._flush_par)
         # The write path's fill checkpoints (under the DB write lock): they
         # start the flush worker (_flush_look) and kick the spare WAL segment.
         self.fill = FillCheckpoints(self.opts.memtable_size, lambda: not self._prestarted["flush"], self._flush_look)
@@ -83,13 +89,15 @@ class Background(WalLifecycle, IngestEntryPoints):
         self.compaction_bytes_read = 0
         self.ingest_bytes_written = 0  # tables built by db.ingest / ingest_files (lsm/ingest)
         # Jobs in progress (stats: the benchmark harness samples them to split
-        # the writers' rate by whether a compaction ran). Plain ints: each is
-        # written by one thread (flush loop / whoever holds _compact_mu).
+        # the writers' rate by whether a compaction ran). flushes_running is
+        # written under _cv (several flush threads); compactions_running by
+        # whoever holds _compact_mu.
         self.flushes_running = 0
         self.compactions_running = 0
         self.stall_max_seconds = 0.0  # longest single write stall (DB._make_room_locked); under the write lock
         # Write pacing (DB._delay_write): the shared schedule of delayed
-        # writes, and when the running flush started (0: none running).
+        # writes, and when the oldest running flush started (0: none
+        # running; set under _cv from _flush_starts).
         # Races between writers only blur the pacing.
         self.delay_next = 0.0
         self.paced: dict[str, list] = {"memtables": [0, 0.0], "l0_slowdown": [0, 0.0]}  # sleeps: [count, seconds]
@@ -126,7 +134,8 @@ class Background(WalLifecycle, IngestEntryPoints):
         if self.mode == "inline":
             return
         # (process mode: the worker processes start lazily, _lazy_prestart)
-        for name, fn in (("lsm-flush", self._flush_loop), ("lsm-compaction", self._compaction_loop)):
+        loops = [("lsm-flush", self._flush_loop)] * self._flush_par + [("lsm-compaction", self._compaction_loop)]
+        for name, fn in loops:
             t = threading.Thread(target=fn, name=name, daemon=True)
             self._threads.append(t)
             t.start()
@@ -204,11 +213,13 @@ class Background(WalLifecycle, IngestEntryPoints):
     def _flush_loop(self) -> None:
         while True:
             with self._cv:
-                while not self._queue and not self._stopped:
+                job = self._unclaimed()
+                while job is None and not self._stopped:
                     self._cv.wait()  # no timeout: a job or stop (the worker's early start: _flush_look)
-                if self._stopped:
+                    job = self._unclaimed()
+                if job is None or self._stopped:
                     return
-                job = self._queue[0]
+                job.claimed = True
             self._lazy_prestart("flush")
             self._lazy_prestart("compaction")
             try:
@@ -225,18 +236,47 @@ class Background(WalLifecycle, IngestEntryPoints):
                 self._compact_wanted = True
                 self._cv.notify_all()
 
+    def _unclaimed(self) -> ImmJob | None:
+        """The oldest queued job no flush thread has taken. REQUIRES: _cv."""
+        for job in self._queue:
+            if not job.claimed:
+                return job
+        return None
+
+    def _await_turn(self, job: ImmJob) -> bool:
+        """After its table is built: wait until every older queued job is
+        installed (flushes install in queue order, so ``flushed_seq`` and
+        level 0 grow in commit order). False when the job left the queue
+        because the DB fenced (its table is then an orphan, removed at the
+        next open; its commits are still in the WAL). A job that was never
+        queued (an inline flush) goes on."""
+        with self._cv:
+            while True:
+                if self._queue and self._queue[0] is job:
+                    return True
+                if self.db._fenced is not None:
+                    return False
+                if job not in self._queue:
+                    return True
+                self._cv.wait(0.1)
+
     def _do_flush(self, job: ImmJob) -> None:
-        self.flushes_running += 1
-        self._flush_started = t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        with self._cv:
+            self.flushes_running += 1
+            self._flush_starts.append(t0)
+            self._flush_started = min(self._flush_starts)
         c0 = time.thread_time()
         try:
             self._flush_one(job)
             dt = time.perf_counter() - t0
             self._flush_recent = dt if not self._flush_recent else 0.7 * self._flush_recent + 0.3 * dt
         finally:
-            self.cpu_seconds["flush"] += time.thread_time() - c0
-            self._flush_started = 0.0
-            self.flushes_running -= 1
+            with self._cv:
+                self.cpu_seconds["flush"] += time.thread_time() - c0
+                self._flush_starts.remove(t0)
+                self._flush_started = min(self._flush_starts) if self._flush_starts else 0.0
+                self.flushes_running -= 1
 
     def _flush_one(self, job: ImmJob) -> None:
         db = self.db
@@ -262,6 +302,8 @@ class Background(WalLifecycle, IngestEntryPoints):
             if db._fenced is None:  # fenced: touch nothing; the next open removes orphans
                 remove_outputs(self.fs, db.path, [number])
             raise
+        if not self._await_turn(job):
+            return  # fenced while an older flush installed or failed: touch nothing
         edit = VersionEdit(flushed_seq=job.end_seq, last_seq=max(self.vs.last_seq, job.end_seq))
         for num, props in result.outputs:
             edit.added.append((0, meta(num, props)))
@@ -500,8 +542,9 @@ class Background(WalLifecycle, IngestEntryPoints):
         * ``memtables``: every immutable slot is taken, so the live memtable
           can only switch when the running flush ends: the rate flushes
           drain (``memtable_size`` per recent flush duration, a moving
-          average with weight 0.3 on the newest; before the first
-          flush is timed, ``delayed_write_rate``), or the live memtable's
+          average with weight 0.3 on the newest, times the flushes run at
+          once; before the first flush is timed, ``delayed_write_rate``),
+          or the live memtable's
           room over the running flush's expected remaining time (at least
           50 ms) when that is faster. So the memtable fills about when the
           flush ends, not long before, and a writer meets a full memtable
@@ -514,7 +557,7 @@ class Background(WalLifecycle, IngestEntryPoints):
         if self._imms >= opts.max_immutable_memtables and mem_size < opts.memtable_size:
             # Before the first flush is timed: one memtable at delayed_write_rate.
             mean = self._flush_recent or opts.memtable_size / opts.delayed_write_rate
-            mem_rate = opts.memtable_size / max(mean, 1e-3)  # what flushes drain, memtable after memtable
+            mem_rate = opts.memtable_size * self._flush_par / max(mean, 1e-3)  # what flushes drain
             started = self._flush_started
             if started:
                 left = mean - (time.perf_counter() - started)

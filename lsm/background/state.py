@@ -55,6 +55,7 @@ class ImmJob:
     wal_paths: list[str]
     start_seq: int
     end_seq: int
+    claimed: bool = False  # a flush thread took it (Background._cv)
 
 
 def open_reader(db: DB, number: int) -> TableReader:

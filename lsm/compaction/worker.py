@@ -22,7 +22,8 @@ them in-band, 9.6 MB out of band (tracemalloc). A reply is ``u64 length | pickle
 ``("ok", JobResult)`` or ``("err", kind, args)``. The child exits at EOF.
 
 Two pools per Python process (:func:`shared_pool`: flush, compaction)
-serve every open database; a dead child is replaced and its job fails with WorkerError (the
+serve every open database (the flush pool runs as many workers at once as
+the largest ``max_background_flushes`` of them, :meth:`WorkerPool.allow`); a dead child is replaced and its job fails with WorkerError (the
 job's inputs are untouched, so the DB retries later).
 
 Orphans: a worker must never outlive its parent. If the parent is killed
@@ -285,6 +286,15 @@ class WorkerPool:
                     self._started -= 1
                 self._mu.notify()
 
+    def allow(self, size: int) -> None:
+        """Let the pool run up to ``size`` workers at once (never fewer than
+        it allowed before: the pool is shared by every open database). The
+        extra workers start when jobs need them."""
+        with self._mu:
+            if size > self._size:
+                self._size = size
+                self._mu.notify_all()
+
     def prestart(self) -> None:
         """Start a worker in the background if the pool has none yet, so
         the first job does not wait for a Python start-up (about 0.1 s,
@@ -323,7 +333,8 @@ _shared_mu = threading.Lock()
 
 def shared_pool(kind: str) -> WorkerPool:
     """The process-wide pool for ``kind`` ("flush" or "compaction"), one
-    worker each: flushes never queue behind a long compaction (measured:
+    worker each to begin with (the flush pool grows to the databases'
+    ``max_background_flushes``): flushes never queue behind a long compaction (measured:
     with one shared worker, OFF writers stalled to 0.27x of their idle rate
     while a 20 s compaction held the worker; tools/bg_mode_bench.py)."""
     with _shared_mu:
