@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/lsm-read-bench", help="where the template and copies go")
     ap.add_argument("--rebuild", action="store_true", help="build the template again")
     ap.add_argument("--compression", default=None, help="the template's compression (default: the option's)")
+    ap.add_argument("--block-size", type=int, default=None, help="the template's block_size (default: the option's)")
     ap.add_argument("--inline", action="store_true",
                     help="build the template with background='inline': the same files every build "
                          "(codec comparisons on one shape; give each variant its own --dir)")
@@ -55,6 +56,8 @@ def main() -> None:
         random.Random(1).shuffle(order)
         vals = [random.Random(i).randbytes(50) * 2 for i in range(1000)]
         kw = {} if a.compression is None else {"compression": a.compression}
+        if a.block_size is not None:
+            kw["block_size"] = a.block_size
         if a.inline:
             kw["background"] = "inline"
         with lsm.open(tmpl, sync=lsm.Sync.OFF, **kw) as db:
