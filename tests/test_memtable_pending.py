@@ -9,11 +9,11 @@ Randomized tests print their seed; set LSM_TEST_SEED to replay one."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import sys
 import threading
+from itertools import pairwise
 
 import pytest
 
@@ -23,14 +23,9 @@ from lsm.base.coding import ValueKind
 from lsm.base.crashfs import CrashFS
 from lsm.memtable import FrozenEntries, MemTable
 from tests.memtable_model import add_one_at_a_time, assert_same_memtable
+from tests.seeds import seed as _seed
 
 PUT, DELETE, RANGE_DELETE = ValueKind.PUT, ValueKind.DELETE, ValueKind.RANGE_DELETE
-
-
-def _seed() -> int:
-    seed = int(os.environ.get("LSM_TEST_SEED", random.randrange(1 << 30)))
-    print("seed", seed)
-    return seed
 
 
 def _nbytes(keys: list[bytes], values: list[bytes]) -> int:
@@ -133,7 +128,7 @@ def test_pending_memtable_freezes_as_runs_with_every_version(gaps):
         state = f.__getstate__()
         assert state[0] == "r"
         p = m._pending
-        consecutive = all(b[0] == a[0] + len(a[1]) for a, b in zip(p, p[1:]))
+        consecutive = all(b[0] == a[0] + len(a[1]) for a, b in pairwise(p))
         assert state[2] == p[0][0] if consecutive else type(state[2]) is bytes  # seqs: the first, or each one
         for g in (f, pickle.loads(pickle.dumps(f, protocol=5)), pickle.loads(pickle.dumps(f, protocol=4))):
             assert list(g) == want

@@ -16,7 +16,7 @@ from lsm.background import Background
 from lsm.compaction.runner import FlushJob
 from lsm.compaction.worker import WorkerPool
 
-OPTS = dict(memtable_size=64 << 10, max_immutable_memtables=2, max_background_flushes=2, sync=lsm.Sync.OFF)
+OPTS = {"memtable_size": 64 << 10, "max_immutable_memtables": 2, "max_background_flushes": 2, "sync": lsm.Sync.OFF}
 
 
 def wait_for(pred, timeout=60.0) -> bool:

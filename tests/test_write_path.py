@@ -10,7 +10,6 @@ Randomized tests print their seed; set LSM_TEST_SEED to replay one."""
 from __future__ import annotations
 
 import gc
-import os
 import pickle
 import random
 import struct
@@ -27,14 +26,9 @@ from lsm.memtable import ENTRY_OVERHEAD, ENTRY_PY_OVERHEAD, MemTable
 from lsm.sstable import TableWriter
 from lsm.wal.format import encode_op_record, encode_record
 from tests.memtable_model import add_one_at_a_time, assert_same_memtable
+from tests.seeds import seed as _seed
 
 PUT, DELETE, RANGE_DELETE = ValueKind.PUT, ValueKind.DELETE, ValueKind.RANGE_DELETE
-
-
-def _seed() -> int:
-    seed = int(os.environ.get("LSM_TEST_SEED", random.randrange(1 << 30)))
-    print("seed", seed)
-    return seed
 
 
 # ---------------------------------------------------------------- WAL record
