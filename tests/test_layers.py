@@ -14,6 +14,7 @@ LAYERS = {
     "lsm.options": 1,
     "lsm.wal": 2,
     "lsm.sstable": 2,
+    "lsm.memtable_frozen": 1.9,  # a frozen memtable's entries for a flush (lsm.memtable's, below it)
     "lsm.memtable": 2,
     "lsm.batch": 2,
     "lsm.manifest": 3,
