@@ -133,3 +133,36 @@ def test_readers_share_a_cache(tmp_path):
     assert len(tiny) == 0
     for r in (r1, r2, r3):
         r.close()
+
+
+def test_cache_keys_are_distinct_across_tables(tmp_path, monkeypatch):
+    """A reader's block cache keys (``_ckeys``, one int per block) never
+    equal another file's, and a table past the int keys' span keeps
+    ``(file_number, offset)`` tuples that read the same."""
+    from lsm.sstable import reader_meta
+
+    paths = []
+    for n in (1, 2, 3):
+        path = str(tmp_path / f"{n:06d}.sst")
+        w = TableWriter(DEFAULT_FS, path, block_size=64)
+        for i in range(200):
+            w.add(b"k%03d" % i, pack_trailer(i + 1, 1), b"v%d-%d" % (n, i) * (1 + i % 3))
+        w.finish(sync=False)
+        paths.append(path)
+    c = BlockCache(1 << 20)
+    readers = [TableReader.open(DEFAULT_FS, p, file_number=n, cache=c) for n, p in zip((1, 2, 3), paths)]
+    keys = [set(r._ckeys) for r in readers]
+    for n, r in zip((1, 2, 3), readers):  # the documented form: file_number * 2**40 + offset
+        assert r._ckeys == [n * 2**40 + off for off in r._boffs]
+    assert sum(map(len, keys)) == len(set().union(*keys)) == sum(len(r._boffs) for r in readers)
+    monkeypatch.setattr(reader_meta, "_CKEY_SPAN", 64)  # every table is longer: tuples
+    big = TableReader.open(DEFAULT_FS, paths[0], file_number=4, cache=c)
+    assert big._ckeys == [(4, off) for off in big._boffs]
+    for _ in range(2):  # the second round reads every block from the cache
+        for n, r in zip((1, 2, 3, 1), [*readers, big]):
+            for i in range(0, 200, 7):
+                assert r.get(b"k%03d" % i, MAX_SEQ) == (1, b"v%d-%d" % (n, i) * (1 + i % 3))
+    assert c.hits > 0
+    c.check()
+    for r in (*readers, big):
+        r.close()

@@ -144,7 +144,7 @@ class TableScan:
         _verify: bool
         _ikeys: list[bytes]
         _boffs: list[int]
-        _ckeys: list[tuple[int, int]]
+        _ckeys: list[int | tuple[int, int]]
         _bsizes: list[int]
 
         def _block(self, i: int, fill_cache: bool = True) -> BlockView: ...
