@@ -1,7 +1,6 @@
 """The block cache: an LRU map from a block's key (the table reader's
-``_ckeys``: ``file_number * 2**40 + block_offset``, an int, or the
-``(file_number, block_offset)`` tuple for a table of 1 TiB or more) to a
-decoded block (the reader's :class:`~lsm.sstable.block.BlockView`), bounded
+``_cbase + block_offset``: ``file_number * 2**40 + block_offset``, an
+int, negative for a table of 1 TiB or more) to a decoded block (the reader's :class:`~lsm.sstable.block.BlockView`), bounded
 by the approximate bytes the entries charge.
 
 Invariant: ``usage`` is the sum of the charges of the cached entries and,
@@ -11,7 +10,7 @@ whole capacity is not cached (capacity 0 caches nothing).
 Thread-safety: every method but ``get`` takes ``self._mu``; a cache is
 shared by all readers of a database. ``get`` takes no lock: its two
 OrderedDict calls (``get``, ``move_to_end``) are each atomic under the GIL
-(C methods on int or tuple-of-int keys run no Python code), a concurrent eviction
+(C methods on int keys run no Python code), a concurrent eviction
 between them only skips the LRU bump, and ``hits``/``misses`` are exact in
 one thread, approximate under concurrency (as the readers' bloom counters).
 Values are never mutated by the cache, and readers treat them as immutable,

@@ -80,17 +80,19 @@ Entry = tuple[bytes, int, bytes]
 _ENTRY_CHARGE: Final = 12
 """Memory of one entry of a cached :class:`BlockView` besides its payload
 bytes: two u32 offsets and one u64 trailer in the arrays."""
-_BLOCK_CHARGE: Final = 300
+_BLOCK_CHARGE: Final = 332
 """Memory of one cached view besides its arrays' items and payload: the view
 (72), the payload bytes object's header (33), two array objects (2 x 80),
-the cache's key tuple and OrderedDict slot, rounded up."""
-_VIEW_CHARGE: Final = 320
+the cache's key (an int made per entry, 32) and OrderedDict slot, rounded
+up."""
+_VIEW_CHARGE: Final = 352
 """Memory of one cached view with no arrays of its own (a fixed-size block:
 offsets shared by its layout, trailers read from the payload) besides its
-payload: the view (72), the bytes header (33), the cache's entry tuple and
-charge (~90) and OrderedDict slot (~55-85, by how recently it grew): 278-296
-bytes measured (tracemalloc over 387-1,000 cached 4,100-byte blocks; 638
-with the arrays, charged 672), rounded up."""
+payload: the view (72), the bytes header (33), the cache's key (an int made
+per entry, 32), entry tuple and charge (~90) and OrderedDict slot (~55-85,
+by how recently it grew): 278-296 bytes measured before the key was made
+per entry (tracemalloc over 387-1,000 cached 4,100-byte blocks; 638 with
+the arrays, charged 672), rounded up."""
 
 
 _LAYOUTS: dict[int, tuple[bytes, array, int, int, int, int]] = {}
@@ -190,7 +192,7 @@ class TableReader(TableScan, TableMeta):
         off = self._boffs[i]
         cache = self._cache
         if cache is not None:
-            ck = self._ckeys[i]
+            ck = self._cbase + off
             b = cache.get(ck)
             if b is not None:
                 return b  # type: ignore[return-value]
@@ -362,6 +364,7 @@ class TableReader(TableScan, TableMeta):
         # order, block i-1's is before it: the version sought is in block i.
         p: bytes | None = None  # the payload to search (a fixed-size block's)
         b: BlockView | None = None  # the view it came from (None on the raw path)
+        off = self._boffs[i]
         if self._raw:
             # A block stored raw in a mapped table: searched in a copy of
             # its bytes, crc checked, without a view or the cache (see
@@ -372,7 +375,6 @@ class TableReader(TableScan, TableMeta):
             # tiled the data blocks from 0 to the meta blocks, and the map
             # spans the file.
             m = self._map
-            off = self._boffs[i]
             at = off + self._bsizes[i] - BLOCK_TRAILER_SIZE
             try:
                 cid, usize, stored = _TRAILER_UNPACK(m, at)  # type: ignore[arg-type]  # (_raw: a map)
@@ -395,7 +397,7 @@ class TableReader(TableScan, TableMeta):
             cache = self._cache
             if cache is not None:
                 # BlockCache.get, inlined (same lock-free protocol).
-                ck = self._ckeys[i]
+                ck = self._cbase + off
                 m = cache._map
                 e = m.get(ck)
                 if e is not None:
@@ -407,7 +409,7 @@ class TableReader(TableScan, TableMeta):
                     v: BlockView = e[0]  # type: ignore[assignment]
                 else:
                     cache.misses += 1
-                    v = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
+                    v = self._load_block(off, self._bsizes[i], self._verify)
                     c = len(v.p) + (_VIEW_CHARGE if v._t is None else _BLOCK_CHARGE + _ENTRY_CHARGE * v.n)
                     if c <= cache.capacity:  # c > 0: nothing is cached at capacity 0
                         # BlockCache.put, inlined (the same steps under the
@@ -428,7 +430,7 @@ class TableReader(TableScan, TableMeta):
                         finally:
                             mu.release()
             else:
-                v = self._load_block(self._boffs[i], self._bsizes[i], self._verify)
+                v = self._load_block(off, self._bsizes[i], self._verify)
             b = v
             k = v.k
             if not k:

@@ -7,6 +7,7 @@ attributes; the read path is in lsm/sstable/reader.py."""
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import TYPE_CHECKING
 
 from lsm.base.coding import ValueKind
@@ -30,14 +31,14 @@ if TYPE_CHECKING:
 
 _CKEY_SPAN = 1 << 40
 """Block cache keys are ``file_number * _CKEY_SPAN + offset`` for tables
-shorter than this (:meth:`TableMeta._load_meta`)."""
+shorter than this (``_cbase`` in :meth:`TableMeta._load_meta`)."""
 
 
 class TableMeta:
     """Open-time metadata of a table reader (mixed into TableReader, which
     sets ``_file``, ``path``, ``file_number`` and ``range_dels`` first).
     Sets ``format_version``, ``properties``, ``range_dels``, ``_ikeys``,
-    ``_itrailers``, ``_boffs``, ``_ckeys``, ``_bsizes``, ``_bloom`` and
+    ``_itrailers``, ``_boffs``, ``_bsizes``, ``_cbase``, ``_ckeys``, ``_bloom`` and
     ``_bloom_old``; raises CorruptionError naming the file and offset."""
 
     # Set by TableReader.__init__ before _load_meta; declared for mypy
@@ -98,19 +99,21 @@ class TableMeta:
         self._check_index(ikeys, handles, nblocks, data_end, index_h[0])
         self._ikeys = ikeys
         self._itrailers = itrailers
-        self._boffs = [h[0] for h in handles]
-        # Block cache keys: file_number * 2**40 + block offset, one int (it
-        # hashes as itself; a (file_number, offset) tuple is hashed on every
-        # access and is one more object to fetch: ~0.1-0.25 us per cache
-        # access, readrandom in docs/benchmarks.md "Session 14"). A table
-        # reaching 1 TiB keeps tuples: an int never equals a tuple.
+        # Offsets and sizes (stored + trailer) of the data blocks, in arrays:
+        # a point lookup reads one number from contiguous memory instead of
+        # an int object somewhere in the heap (cache misses, readrandom in
+        # docs/benchmarks.md "Session 14").
+        self._boffs = array("q", [h[0] for h in handles])
+        self._bsizes = array("q", [h[1] + t for h in handles])
+        # Block cache keys: ``_cbase + offset``, one int (it hashes as itself;
+        # a (file_number, offset) tuple was hashed on every access and was
+        # one more object to fetch). ``file_number * 2**40 + offset`` for a
+        # table under 1 TiB, else ``-(file_number + 1) * 2**64 + offset``
+        # (negative): distinct for every (file, block).
         fn = self.file_number
-        if data_end < _CKEY_SPAN:
-            base = fn * _CKEY_SPAN
-            self._ckeys: list[int | tuple[int, int]] = [base + h[0] for h in handles]
-        else:
-            self._ckeys = [(fn, h[0]) for h in handles]
-        self._bsizes = [h[1] + t for h in handles]  # bytes to read: stored + trailer
+        self._cbase = fn * _CKEY_SPAN if data_end < _CKEY_SPAN else -(fn + 1) * 2**64
+        cb = self._cbase
+        self._ckeys = [cb + off for off in self._boffs]
 
         # A blocked filter is probed inline by lookup; a Roaring one (tables
         # written before session 8) through its method.

@@ -143,9 +143,9 @@ class TableScan:
         _cache: BlockCache | None
         _verify: bool
         _ikeys: list[bytes]
-        _boffs: list[int]
-        _ckeys: list[int | tuple[int, int]]
-        _bsizes: list[int]
+        _boffs: array[int]
+        _ckeys: list[int]
+        _bsizes: array[int]
 
         def _block(self, i: int, fill_cache: bool = True) -> BlockView: ...
         def _load_block(self, off: int, n: int, verify: bool) -> BlockView: ...
