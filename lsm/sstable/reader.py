@@ -234,8 +234,12 @@ class TableReader(TableScan, TableMeta):
             ok = off + n <= len(m)
             at = off + s
         if verify and s > 0 and ok:
-            cid, usize, stored = _TRAILER_UNPACK(data, at)
+            # The copy first, then the trailer: read after the copy, the
+            # trailer's bytes are in the CPU cache (read first, from a cold
+            # block, they cost a miss of their own: ~120 ns a load, session
+            # 14 in docs/benchmarks.md).
             d = data[: at + 5] if m is None else m[off : at + 5]  # stored bytes + codec + size
+            cid, usize, stored = _TRAILER_UNPACK(data, at)
             # masked_crc (lsm/base/checksum.py) without its frame (~1k
             # instructions less per load).
             if ((_crc32c(d) * _ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF == stored and (
@@ -377,11 +381,13 @@ class TableReader(TableScan, TableMeta):
             m = self._map
             at = off + self._bsizes[i] - BLOCK_TRAILER_SIZE
             try:
-                cid, usize, stored = _TRAILER_UNPACK(m, at)  # type: ignore[arg-type]  # (_raw: a map)
+                # Copied before the trailer is read, as in _load_block (a
+                # compressed table leaves this path at its first block).
+                d = m[off : at + 5]  # type: ignore[index]  # (_raw: a map)
+                cid, usize, stored = _TRAILER_UNPACK(m, at)  # type: ignore[arg-type]
             except ValueError:  # a closed map: _load_block raises ClosedError
                 cid = -1
             if cid == _NONE:
-                d = m[off : at + 5]  # type: ignore[index]  # (copied only for a raw block)
                 fx = _LAYOUTS.get(usize)
                 if (fx is not None and usize == at - off and d.startswith(fx[0]) and len(key) == fx[5]
                         and ((_crc32c(d) * _ROTATE_MUL >> 15) + _MASK_DELTA) & 0xFFFFFFFF == stored):
