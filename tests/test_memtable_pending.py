@@ -43,11 +43,11 @@ def test_pending_batches_read_like_ops_one_at_a_time():
     # deletion (indexed at once, after the pending ones), single adds, and
     # reads at random points (each read indexes what is pending).
     rng = random.Random(_seed())
+    deferred = 0  # over all trials (a trial may hold no batch of puts)
     for trial in range(60):
         m, model = MemTable(), MemTable()
         seq = 1
         keys_seen: set[bytes] = set()
-        deferred = 0
         for _ in range(rng.randrange(1, 40)):
             r = rng.random()
             if r < 0.55:
