@@ -60,6 +60,7 @@ COUNTERS = (
     ("wal_files_pruned", "wal_files_pruned", "Archived WAL segments deleted by retention"),
     ("block_cache_hits", "block_cache_hits", "Block cache hits"),
     ("block_cache_misses", "block_cache_misses", "Block cache misses"),
+    ("block_cache_refused", "block_cache_refused", "Blocks read from disk the full cache did not admit (first miss)"),
     ("bloom_checked", "bloom_checked", "Point lookups that consulted a bloom filter"),
     ("bloom_useful", "bloom_useful", "Point lookups a bloom filter answered (table skipped)"),
     ("info_log_errors", "info_log_errors", "LOG entries that could not be written"),

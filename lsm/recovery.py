@@ -143,7 +143,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._stalls = 0
     db._stall_causes = {"memtables": [0, 0.0], "l0_stop": [0, 0.0], "l0_slowdown": [0, 0.0]}  # [count, seconds]
     db._l0_delay = False
-    db._cache = BlockCache(opts.block_cache_size) if opts.block_cache_size > 0 else None
+    db._cache = BlockCache(opts.block_cache_size, admission=True) if opts.block_cache_size > 0 else None
     db.recovery_report = {"replayed_records": len(result.records), "dropped": list(result.dropped),
                           "fence_found": fenced_before}
 

@@ -166,3 +166,50 @@ def test_cache_keys_are_distinct_across_tables(tmp_path, monkeypatch):
     c.check()
     for r in (*readers, big):
         r.close()
+
+
+# ---------------------------------------------------------------- admission (the doorkeeper)
+def test_admission_needs_a_second_miss_only_when_full():
+    c = BlockCache(300, admission=True)
+    for k in "abc":  # room: each goes in at once
+        c.put(k, k, 100)
+    assert [c.get(k) for k in "abc"] == list("abc") and c.refused == 0
+    c.put("d", "d", 100)  # would evict: its first miss is only remembered
+    assert c.get("d") is None and len(c) == 3 and c.refused == 1
+    assert [c.get(k) for k in "abc"] == list("abc")  # nothing was evicted
+    c.put("d", "d", 100)  # its second miss: in, evicting the least recently used (a)
+    assert c.get("d") == "d" and c.get("a") is None and c.refused == 1
+    c.put("b", "B", 100)  # a full cache admits a replacement like any put (the old entry stays)
+    assert c.get("b") == "b" and c.refused == 2
+    c.put("b", "B", 100)
+    assert c.get("b") == "B" and c.get("c") == "c" and c.get("d") == "d" and c.refused == 2
+    c.check()
+
+
+def test_admission_set_remembers_the_last_two_refused_keys():
+    c = BlockCache(100, admission=True)
+    c.put("x", 1, 100)
+    n = c._sets
+    a, b, d = 7, 7 + n, 7 + 2 * n  # ints hash as themselves: one set
+    c.put(a, 1, 100)
+    c.put(b, 1, 100)
+    c.put(a, 1, 100)  # two keys of one set read in turn: each in at its second miss
+    assert c.get(a) == 1 and c.get("x") is None and c.refused == 2
+    c.put(b, 1, 100)
+    assert c.get(b) == 1 and c.get(a) is None and c.refused == 2
+    c.put(d, 1, 100)  # the set now remembers d and b: a's miss is forgotten
+    c.put(a, 1, 100)
+    assert c.get(d) is None and c.get(a) is None and c.refused == 4
+    c.put(b, 2, 100)  # b (cached) was pushed out of the set by a: its replacement is refused
+    assert c.get(b) == 1 and c.refused == 5
+    assert n % 2 == 1 and n >= 32  # odd: an int key's file number (its high bits) changes its set
+    assert BlockCache(32 << 20, admission=True)._sets == (32 << 20 >> 13) | 1
+    c.check()
+
+
+def test_plain_cache_admits_everything():
+    c = BlockCache(200)
+    for i in range(50):
+        c.put(i, i, 100)
+        assert c.get(i) == i
+    assert c.refused == 0 and len(c) == 2

@@ -230,7 +230,7 @@ def test_stats_fields(tmp_path):
     for key in ("keys_written", "user_bytes_written", "wal_bytes_written", "sst_bytes_written", "levels",
                 "memtable_bytes", "flush_count", "flush_seconds", "compaction_count", "compaction_seconds",
                 "stall_seconds", "wal_files_live", "wal_files_deleted", "block_cache_hits",
-                "block_cache_misses", "bloom_useful", "bloom_checked"):
+                "block_cache_misses", "block_cache_refused", "bloom_useful", "bloom_checked"):
         assert key in st, key
     assert st["keys_written"] == 500 and st["user_bytes_written"] == 500 * 55
     assert st["wal_bytes_written"] > st["user_bytes_written"]

@@ -40,7 +40,8 @@ def _stats_text(st: dict[str, Any]) -> str:
          f" {human_bytes(st['compaction_bytes_read'])}, wrote {human_bytes(st['compaction_bytes_written'])}"),
         (f"stalls              {st['stall_count']} ({st['stall_seconds']:.2f} s)" + "".join(
              f"; {cause} {v['count']} ({v['seconds']:.2f} s)" for cause, v in (st.get("stalls") or {}).items())),
-        f"block cache         {st['block_cache_hits']:,} hits, {st['block_cache_misses']:,} misses",
+        f"block cache         {st['block_cache_hits']:,} hits, {st['block_cache_misses']:,} misses, "
+        f"{st['block_cache_refused']:,} not admitted",
         "",
         "level  files       bytes      target        read     written",
     ]

@@ -99,6 +99,7 @@ def db_stats(db: DB) -> dict[str, Any]:
                                            wal.group_hist)),
         "block_cache_hits": cache.hits if cache is not None else 0,
         "block_cache_misses": cache.misses if cache is not None else 0,
+        "block_cache_refused": cache.refused if cache is not None else 0,
         "bloom_checked": bloom_checked,
         "bloom_useful": bloom_useful,
         "snapshots": len(db._snapshots),

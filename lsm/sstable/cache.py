@@ -7,7 +7,24 @@ Invariant: ``usage`` is the sum of the charges of the cached entries and,
 after every ``put``, ``usage <= capacity``. An entry charged more than the
 whole capacity is not cached (capacity 0 caches nothing).
 
-Thread-safety: every method but ``get`` takes ``self._mu``; a cache is
+Admission (``admission=True``, the database's cache): an entry that
+would evict others goes in only if its key missed recently: a
+*doorkeeper*, one slot per 4 KiB of capacity in sets of two, remembers the
+hashes of the last two keys refused in each set (set ``hash(key) %
+sets``); a key finding its own hash there is admitted (:meth:`admit`).
+Two hot blocks of one set read in turn are both admitted at their second
+miss; three would push each other out. While the charges fit, every put
+is admitted. Under reads spread evenly over far more blocks
+than fit (readrandom), an LRU cache replaces an entry on nearly every
+miss, and the eviction (a cold entry, view and payload freed) costs about
+as much as the block's decompression; the hit rate is the cache's share of
+the blocks whatever is cached, so refusing one-off blocks keeps it and
+saves most of that churn (docs/benchmarks.md, "Session 14"). A block read
+again soon (a hot one) misses at most twice before it is cached, and a
+long scan cannot flush the cache on its own. The doorkeeper takes no lock:
+it is a policy, and a race only admits or refuses one entry more.
+
+Thread-safety: every method but ``get`` and ``admit`` takes ``self._mu``; a cache is
 shared by all readers of a database. ``get`` takes no lock: its two
 OrderedDict calls (``get``, ``move_to_end``) are each atomic under the GIL
 (C methods on int keys run no Python code), a concurrent eviction
@@ -20,6 +37,7 @@ so a value may be used after its eviction.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
@@ -27,7 +45,10 @@ from collections.abc import Hashable, Sequence
 class BlockCache:
     """LRU of decoded blocks, bounded by approximate bytes."""
 
-    def __init__(self, capacity_bytes: int) -> None:
+    def __init__(self, capacity_bytes: int, admission: bool = False) -> None:
+        """``admission``: refuse an entry that would evict others until its
+        key has missed twice (the module docstring); the database's cache
+        has it, a bare cache is a plain LRU."""
         if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
             raise TypeError(f"capacity_bytes: expected an int, got {type(capacity_bytes).__name__}")
         if capacity_bytes < 0:
@@ -39,6 +60,31 @@ class BlockCache:
         self.usage = 0  # guarded by self._mu
         self.hits = 0  # updated without a lock by get
         self.misses = 0  # updated without a lock by get
+        # The doorkeeper (admission): set i is slots 2i (the last refused
+        # key's hash) and 2i+1 (the one before). No lock (a policy; see the
+        # module docstring). An odd count of sets, so that the set of an
+        # int key (file_number * 2**40 + offset) mixes in its file number.
+        self._sets = max(32, capacity_bytes >> 13) | 1
+        self._door: array[int] | None = array("q", bytes(16 * self._sets)) if admission else None
+        self.refused = 0  # puts refused by admit; updated without a lock
+
+    def admit(self, key: Hashable) -> bool:
+        """Whether an entry for ``key`` that would evict others goes in:
+        True when the cache has no doorkeeper, or when ``key`` is one of
+        the last two refused in its set (a second miss); otherwise
+        remembers ``key`` in its set (forgetting the older of the two) and
+        returns False."""
+        d = self._door
+        if d is None:
+            return True
+        h = hash(key)
+        s = h % self._sets * 2
+        if d[s] == h or d[s + 1] == h:
+            return True
+        d[s + 1] = d[s]
+        d[s] = h
+        self.refused += 1
+        return False
 
     def get(self, key: Hashable) -> object | None:
         """The cached value, made most recently used; None on a miss."""
@@ -70,8 +116,11 @@ class BlockCache:
 
     def put(self, key: Hashable, value: object, charge: int) -> None:
         """Insert (or replace) ``key``, evicting least recently used entries
-        until the charges fit the capacity."""
+        until the charges fit the capacity; with a doorkeeper, only if
+        :meth:`admit` lets it in when the charges would not fit."""
         if charge > self.capacity or not self.capacity:
+            return
+        if self.usage + charge > self.capacity and not self.admit(key):
             return
         # acquire/release, not ``with``: once per block read from disk, and
         # a ``with`` looks up and calls __enter__/__exit__ (~1,200

@@ -417,7 +417,9 @@ class TableReader(TableScan, TableMeta):
                     cache.misses += 1
                     v = self._load_block(off, self._bsizes[i], self._verify)
                     c = len(v.p) + (_VIEW_CHARGE if v._t is None else _BLOCK_CHARGE + _ENTRY_CHARGE * v.n)
-                    if c <= cache.capacity:  # c > 0: nothing is cached at capacity 0
+                    # c > 0: nothing is cached at capacity 0. When the charges
+                    # would not fit, the doorkeeper decides (BlockCache.admit).
+                    if c <= cache.capacity and (cache.usage + c <= cache.capacity or cache.admit(ck)):
                         # BlockCache.put, inlined (the same steps under the
                         # cache's lock; change both together): one frame less
                         # per block read from disk (~1k instructions, readrandom).
