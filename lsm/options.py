@@ -235,7 +235,7 @@ class Options:
     block_cache_size: int = 32 * MiB
     """Bytes of decoded blocks kept in memory: an LRU that, once full, admits
     a block read from disk on its second recent miss (a doorkeeper of 8
-    bytes per 4 KiB of this size; lsm/sstable/cache.py): under reads spread
+    bytes per 8 KiB of this size; lsm/sstable/cache.py): under reads spread
     evenly over more blocks than fit, the hit rate is the same and most
     evictions are saved. ``stats()["block_cache_refused"]`` counts the
     blocks left out."""

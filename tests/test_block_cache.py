@@ -203,7 +203,7 @@ def test_admission_set_remembers_the_last_two_refused_keys():
     c.put(b, 2, 100)  # b (cached) was pushed out of the set by a: its replacement is refused
     assert c.get(b) == 1 and c.refused == 5
     assert n % 2 == 1 and n >= 32  # odd: an int key's file number (its high bits) changes its set
-    assert BlockCache(32 << 20, admission=True)._sets == (32 << 20 >> 13) | 1
+    assert BlockCache(32 << 20, admission=True)._sets == (32 << 20 >> 14) | 1
     c.check()
 
 

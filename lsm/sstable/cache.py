@@ -1,33 +1,36 @@
 """The block cache: an LRU map from a block's key (the table reader's
-``_cbase + block_offset``: ``file_number * 2**40 + block_offset``, an
-int, negative for a table of 1 TiB or more) to a decoded block (the reader's :class:`~lsm.sstable.block.BlockView`), bounded
-by the approximate bytes the entries charge.
+``_cbase + block_offset``: ``file_number * 2**40 + block_offset``, an int,
+negative for a table of 1 TiB or more) to a decoded block (the reader's
+:class:`~lsm.sstable.block.BlockView`), bounded by the approximate bytes
+the entries charge.
 
 Invariant: ``usage`` is the sum of the charges of the cached entries and,
 after every ``put``, ``usage <= capacity``. An entry charged more than the
 whole capacity is not cached (capacity 0 caches nothing).
 
-Admission (``admission=True``, the database's cache): an entry that
-would evict others goes in only if its key missed recently: a
-*doorkeeper*, one slot per 4 KiB of capacity in sets of two, remembers the
-hashes of the last two keys refused in each set (set ``hash(key) %
-sets``); a key finding its own hash there is admitted (:meth:`admit`).
-Two hot blocks of one set read in turn are both admitted at their second
-miss; three would push each other out. While the charges fit, every put
-is admitted. Under reads spread evenly over far more blocks
-than fit (readrandom), an LRU cache replaces an entry on nearly every
-miss, and the eviction (a cold entry, view and payload freed) costs about
-as much as the block's decompression; the hit rate is the cache's share of
-the blocks whatever is cached, so refusing one-off blocks keeps it and
-saves most of that churn (docs/benchmarks.md, "Session 14"). A block read
-again soon (a hot one) misses at most twice before it is cached, and a
-long scan cannot flush the cache on its own. The doorkeeper takes no lock:
-it is a policy, and a race only admits or refuses one entry more.
+Admission (``admission=True``, the database's cache): an entry that would
+evict others goes in only if its key missed recently. A *doorkeeper*, one
+slot per 8 KiB of capacity in sets of two (about half as many slots as
+the cache holds 4 KiB blocks: the ghost queue size of 2Q, Johnson and
+Shasha), remembers the hashes of the last two keys refused in each set
+(set ``hash(key) % sets``); a key finding its own hash there is admitted
+(:meth:`admit`). Two hot blocks of one set read in turn are both admitted
+at their second miss; three would push each other out. While the charges
+fit, every put is admitted. Why: under reads spread evenly over far more
+blocks than fit (readrandom), an LRU cache replaces an entry on nearly
+every miss, and the eviction (a cold entry, view and payload freed) costs
+about as much as the block's decompression; the hit rate is the cache's
+share of the blocks whatever is cached, so refusing one-off blocks keeps
+it and saves most of that churn (docs/benchmarks.md, "Session 14"). A
+block read again soon (a hot one) misses at most twice before it is
+cached, and a sweep of one read per block cannot flush the cache. The
+doorkeeper takes no lock: it is a policy, and a race only admits or
+refuses one entry more.
 
-Thread-safety: every method but ``get`` and ``admit`` takes ``self._mu``; a cache is
-shared by all readers of a database. ``get`` takes no lock: its two
-OrderedDict calls (``get``, ``move_to_end``) are each atomic under the GIL
-(C methods on int keys run no Python code), a concurrent eviction
+Thread-safety: every method but ``get`` and ``admit`` takes ``self._mu``;
+a cache is shared by all readers of a database. ``get`` takes no lock: its
+two OrderedDict calls (``get``, ``move_to_end``) are each atomic under the
+GIL (C methods on int keys run no Python code), a concurrent eviction
 between them only skips the LRU bump, and ``hits``/``misses`` are exact in
 one thread, approximate under concurrency (as the readers' bloom counters).
 Values are never mutated by the cache, and readers treat them as immutable,
@@ -64,7 +67,7 @@ class BlockCache:
         # key's hash) and 2i+1 (the one before). No lock (a policy; see the
         # module docstring). An odd count of sets, so that the set of an
         # int key (file_number * 2**40 + offset) mixes in its file number.
-        self._sets = max(32, capacity_bytes >> 13) | 1
+        self._sets = max(32, capacity_bytes >> 14) | 1
         self._door: array[int] | None = array("q", bytes(16 * self._sets)) if admission else None
         self.refused = 0  # puts refused by admit; updated without a lock
 
