@@ -32,6 +32,7 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left as _bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from struct import Struct
@@ -455,7 +456,7 @@ def unframe_block(data: bytes, verify: bool) -> bytes:
     return out
 
 
-def unframe_blocks(data: bytes, sizes: list[int], verify: bool) -> list[bytes]:
+def unframe_blocks(data: bytes, sizes: Sequence[int], verify: bool) -> list[bytes]:
     """:func:`unframe_block` of consecutive blocks read in one piece:
     ``data`` is their ``stored + trailer`` bytes back to back, ``sizes``
     each one's length (its handle's size plus 9). The crcs are checked
