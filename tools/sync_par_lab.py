@@ -27,6 +27,16 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
+
+
+def _in_threads(n: int, work: Callable[[int], None]) -> None:
+    """Run ``work(0)`` .. ``work(n - 1)`` in n threads; return when all end."""
+    ths = [threading.Thread(target=work, args=(t,)) for t in range(n)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
 
 
 def raw(d: str, secs: float) -> None:
@@ -54,11 +64,7 @@ def raw(d: str, secs: float) -> None:
                 counts[t] = c
                 os.close(f)
 
-            ths = [threading.Thread(target=work, args=(t,)) for t in range(nthreads)]
-            for th in ths:
-                th.start()
-            for th in ths:
-                th.join()
+            _in_threads(nthreads, work)
             return sum(counts) / secs
 
         for rnd in range(3):
@@ -93,12 +99,8 @@ def one(d: str, mode: str, threads: int, puts: int) -> None:
         if fd >= 0:
             os.close(fd)
 
-    ths = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
     c0, t0 = time.process_time(), time.perf_counter()
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
+    _in_threads(threads, work)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     st = db.stats()
     print(f"{mode:4s} {threads} threads: {puts / dt:,.0f} puts/s, CPU {cpu / puts * 1e6:.1f} us/put, "
