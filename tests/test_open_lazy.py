@@ -179,8 +179,9 @@ print("ok", n, flush=True)
 def test_process_workers_start_lazily(tmp_path) -> None:
     """A fresh process (the pools are per process): no worker after open
     nor after a few puts; the flush worker once the memtable is a quarter
-    full, the compaction worker at the first flush; flushes and
-    compactions then run in them and lose nothing."""
+    full (a second one only if two flushes run at once), the compaction
+    worker at the first flush; flushes and compactions then run in them
+    and lose nothing."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "db")], capture_output=True, text=True,
                          env=env, timeout=300, check=False)
@@ -189,7 +190,9 @@ def test_process_workers_start_lazily(tmp_path) -> None:
     assert lines[0] == "after open 0 0"
     assert lines[1] == "few puts 0 0"
     assert lines[2] == "filling 1 0"  # with no flush to run
-    assert lines[3] == "compacted 1 1"
+    # Two flushes may have run at once (max_background_flushes, default 2),
+    # each in its own worker: the flush pool then grew to two.
+    assert lines[3] in ("compacted 1 1", "compacted 2 1")
     assert lines[4].startswith("ok ")
 
 
