@@ -68,7 +68,7 @@ def test_cache_charges_what_a_view_holds(tmp_path):
     try:
         ik = r._ikeys
         assert r.find_entry(ik[0], TOP) is not None  # learns the layout; block 0 holds arrays
-        b0 = cache._map[r._ckeys[0]][0]
+        b0 = cache._map[r._cbase + r._boffs[0]][0]
         assert b0._t is not None and cache.usage == len(b0.p) + _BLOCK_CHARGE + _ENTRY_CHARGE * b0.n
         gc.collect()
         tracemalloc.start()
@@ -82,8 +82,8 @@ def test_cache_charges_what_a_view_holds(tmp_path):
             used = tracemalloc.get_traced_memory()[0] - m0
         finally:
             tracemalloc.stop()
-        b1 = cache._map[r._ckeys[1]][0]
-        assert b1._t is None and cache._map[r._ckeys[1]][1] == len(b1.p) + _VIEW_CHARGE
+        b1 = cache._map[r._cbase + r._boffs[1]][0]
+        assert b1._t is None and cache._map[r._cbase + r._boffs[1]][1] == len(b1.p) + _VIEW_CHARGE
         assert nb > 50
         charged = cache.usage - u0
         assert used <= charged, f"{used / nb:.0f} bytes per cached view, charged {charged / nb:.0f}"

@@ -89,10 +89,9 @@ class Background(WalLifecycle, IngestEntryPoints):
         self.compaction_bytes_read = 0
         self.ingest_bytes_written = 0  # tables built by db.ingest / ingest_files (lsm/ingest)
         # Jobs in progress (stats: the benchmark harness samples them to split
-        # the writers' rate by whether a compaction ran). flushes_running is
-        # written under _cv (several flush threads); compactions_running by
-        # whoever holds _compact_mu.
-        self.flushes_running = 0
+        # the writers' rate by whether a compaction ran). compactions_running
+        # is written by whoever holds _compact_mu; flushes_running is the
+        # length of _flush_starts (a property).
         self.compactions_running = 0
         self.stall_max_seconds = 0.0  # longest single write stall (DB._make_room_locked); under the write lock
         # Write pacing (DB._delay_write): the shared schedule of delayed
@@ -125,6 +124,12 @@ class Background(WalLifecycle, IngestEntryPoints):
             target_file_size=self.opts.target_file_size,
             verify_checksums=self.opts.paranoid_checks,
         )
+
+    @property
+    def flushes_running(self) -> int:
+        """Flushes in progress (one start time each in ``_flush_starts``; a
+        len() needs no lock)."""
+        return len(self._flush_starts)
 
     @property
     def sst_bytes_written(self) -> int:
@@ -263,7 +268,6 @@ class Background(WalLifecycle, IngestEntryPoints):
     def _do_flush(self, job: ImmJob) -> None:
         t0 = time.perf_counter()
         with self._cv:
-            self.flushes_running += 1
             self._flush_starts.append(t0)
             self._flush_started = min(self._flush_starts)
         c0 = time.thread_time()
@@ -276,7 +280,6 @@ class Background(WalLifecycle, IngestEntryPoints):
                 self.cpu_seconds["flush"] += time.thread_time() - c0
                 self._flush_starts.remove(t0)
                 self._flush_started = min(self._flush_starts) if self._flush_starts else 0.0
-                self.flushes_running -= 1
 
     def _flush_one(self, job: ImmJob) -> None:
         db = self.db

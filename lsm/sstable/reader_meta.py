@@ -38,7 +38,7 @@ class TableMeta:
     """Open-time metadata of a table reader (mixed into TableReader, which
     sets ``_file``, ``path``, ``file_number`` and ``range_dels`` first).
     Sets ``format_version``, ``properties``, ``range_dels``, ``_ikeys``,
-    ``_itrailers``, ``_boffs``, ``_bsizes``, ``_cbase``, ``_ckeys``, ``_bloom`` and
+    ``_itrailers``, ``_boffs``, ``_bsizes``, ``_cbase``, ``_bloom`` and
     ``_bloom_old``; raises CorruptionError naming the file and offset."""
 
     # Set by TableReader.__init__ before _load_meta; declared for mypy
@@ -112,8 +112,6 @@ class TableMeta:
         # (negative): distinct for every (file, block).
         fn = self.file_number
         self._cbase = fn * _CKEY_SPAN if data_end < _CKEY_SPAN else -(fn + 1) * 2**64
-        cb = self._cbase
-        self._ckeys = [cb + off for off in self._boffs]
 
         # A blocked filter is probed inline by lookup; a Roaring one (tables
         # written before session 8) through its method.

@@ -144,7 +144,7 @@ class TableScan:
         _verify: bool
         _ikeys: list[bytes]
         _boffs: array[int]
-        _ckeys: list[int]
+        _cbase: int
         _bsizes: array[int]
 
         def _block(self, i: int, fill_cache: bool = True) -> BlockView: ...
@@ -306,7 +306,8 @@ class TableScan:
             i += step
             k += 1
         cache = self._cache
-        ckeys = self._ckeys
+        cb = self._cbase
+        boffs = self._boffs
         ahead = 2
         while i != end:
             j = i + step * ahead
@@ -318,7 +319,7 @@ class TableScan:
             else:
                 # No Python call per block when none is cached (readseq: -35
                 # instructions per key, tools/read_callgrind.py).
-                views = cache.get_run(ckeys[lo:hi])
+                views = cache.get_run([cb + off for off in boffs[lo:hi]])
                 if views is None:
                     yield (hi - lo, *self._run_columns(lo, hi))
                 else:
