@@ -269,6 +269,20 @@ class Options:
     compression_level: int = 1
     """zstd level (1 is fast and already halves typical values)."""
 
+    min_level_to_compress: int = 2
+    """The first level whose tables are compressed with ``compression``;
+    flushes (level 0) and compactions into the levels above it write raw
+    blocks (db_bench's ``--min_level_to_compress``; RocksDB's
+    ``compression_per_level`` with ``none`` first). 0 compresses every table.
+    With the default 2, levels 0 and 1, a small part of the data rewritten
+    most often, skip LZ4 in flushes and level-0 compactions, and a point
+    read that finds its key there searches the block where it lies (see
+    ``none`` above); the bulk of the data, below, stays compressed, and so
+    does everything after ``compact_range``. A file does not cross this
+    level by a trivial move: it is rewritten. The cost: a
+    database smaller than level 1's target (``max_bytes_for_level_base``) is
+    stored uncompressed. Measured in docs/benchmarks.md ("Session 15")."""
+
     target_file_size: int = 4 * MiB
     """Target size of an SSTable written by compaction, in bytes. Barely
     matters for write amplification (tools/compaction_sim.py, random fill,
@@ -345,6 +359,7 @@ class Options:
         _int_range(self, "block_cache_size", 0, 1 << 44)
         _int_range(self, "bloom_bits_per_key", 0, 64)
         _int_range(self, "compression_level", -7, 22)
+        _int_range(self, "min_level_to_compress", 0, 20)
         _int_range(self, "target_file_size", 1, 1 << 40)
         _int_range(self, "l0_compaction_trigger", 1, 1000)
         _int_range(self, "l0_slowdown_trigger", 1, 10000)

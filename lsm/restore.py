@@ -65,7 +65,7 @@ from lsm.background import _meta
 from lsm.base import filenames
 from lsm.base.errors import InvalidDatabaseError, LockedError, RestoreError, RestoreGapError
 from lsm.base.fs import FileLock, FileSystem, io_site
-from lsm.compaction.runner import FlushJob, TableOptions, run_job
+from lsm.compaction.runner import FlushJob, run_job, table_options
 from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version import FileMeta
 from lsm.manifest.version_set import VersionSet
@@ -516,14 +516,7 @@ def _replay_into(fs: FileSystem, opts: Options, log: _Log, target: str, flushed:
                  number: int, created: list[str]) -> list[tuple[int, FileMeta]]:
     """Turn the records flushed+1..point into level-0 tables numbered from
     ``number``, one per ``memtable_size`` bytes of log (module docstring)."""
-    table = TableOptions(
-        block_size=opts.block_size,
-        bloom_bits_per_key=opts.bloom_bits_per_key,
-        compression=opts.compression_id,
-        compression_level=opts.compression_level,
-        target_file_size=opts.target_file_size,
-        verify_checksums=True,
-    )
+    table = table_options(opts, 0, verify_checksums=True)
     out: list[tuple[int, FileMeta]] = []
     buf: bytearray | None = None  # the chunk's segment, written with one write
     seg_start = flushed  # the chunk holds seg_start < seq <= end

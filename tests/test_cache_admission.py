@@ -16,7 +16,7 @@ def _deltas(db, before):
 def test_hot_set_enters_a_full_cache_and_a_sweep_leaves_it(tmp_path):
     n = 20000
     path = str(tmp_path / "db")
-    with lsm.open(path, background="inline") as db:
+    with lsm.open(path, background="inline", min_level_to_compress=0) as db:
         for i in range(n):
             db.put(b"k%06d" % i, b"value %06d " % i * 8)  # compressible: LZ4 blocks, read through the cache
         db.flush()

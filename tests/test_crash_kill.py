@@ -512,7 +512,7 @@ SLOW_FLUSH = r"""
 import os, sys
 import lsm
 db = lsm.open(sys.argv[1], background="process", memtable_size=256 << 20, wal_segment_size=256 << 20,
-              compression="zstd", compression_level=22, block_size=65536)
+              compression="zstd", compression_level=22, block_size=65536, min_level_to_compress=0)
 unit = os.urandom(64)
 for i in range(10000):
     db.put(b"k%08d" % i, unit * 12 + b"%d" % i, sync=lsm.Sync.OFF)

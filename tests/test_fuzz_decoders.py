@@ -305,7 +305,7 @@ def test_regression_zstd_damage_with_paranoid_checks_off(tmp_path) -> None:
     first frame's header damaged, read with paranoid_checks=False: the read
     fails with CorruptionError (it raised MemoryError)."""
     d = tmp_path / "db"
-    with lsm.open(d, background="inline", block_size=4096, compression="zstd") as db:
+    with lsm.open(d, background="inline", block_size=4096, compression="zstd", min_level_to_compress=0) as db:
         for i in range(200):
             db.put(b"key%04d" % i, b"value" * 20)
         db.flush()

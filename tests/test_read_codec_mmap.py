@@ -42,8 +42,12 @@ def _block_codecs(db) -> set[int]:
 
 
 def test_lz4_is_the_default_and_round_trips(tmp_path):
+    """By default a flush writes raw level-0 tables and the levels from
+    min_level_to_compress (2) down are lz4 (tests/test_compress_levels.py)."""
     _fill(tmp_path / "db")
     with lsm.open(str(tmp_path / "db"), background="inline") as db:
+        assert _block_codecs(db) == {compression.NONE}
+        db.compact_range()
         assert _block_codecs(db) == {compression.LZ4}
         assert all(db.get(k) == _value(i) for i, k in enumerate(KEYS))
         assert list(db.keys()) == KEYS
@@ -53,9 +57,9 @@ def test_lz4_is_the_default_and_round_trips(tmp_path):
 def test_tables_of_another_codec_still_open_and_compact_to_lz4(tmp_path, old):
     """Tables written before lz4 was the default (zstd) read with the new
     default, and a compaction rewrites them as lz4; mixed tables read."""
-    _fill(tmp_path / "db", compression=old)
+    _fill(tmp_path / "db", compression=old, min_level_to_compress=0)
     want = {compression.ZSTD if old == "zstd" else compression.NONE}
-    with lsm.open(str(tmp_path / "db"), background="inline") as db:
+    with lsm.open(str(tmp_path / "db"), background="inline", min_level_to_compress=0) as db:
         assert _block_codecs(db) == want
         assert all(db.get(k) == _value(i) for i, k in enumerate(KEYS))
         for k in KEYS[:200]:

@@ -30,7 +30,7 @@ TOP = (1 << 64) - 1
 def _fixed_table(tmp_path, n: int = 3000) -> str:
     """A table of fixed-size entries (16-byte keys, 100-byte values), LZ4."""
     path = tmp_path / "fixed"
-    with lsm.open(str(path), background="inline", memtable_size=4 << 20, compression="lz4") as db:
+    with lsm.open(str(path), background="inline", memtable_size=4 << 20, compression="lz4", min_level_to_compress=0) as db:
         for i in range(n):
             db.put(b"%016d" % i, (b"%08d" % (i * 7)) * 12 + b"tail")
         db.flush()
@@ -135,7 +135,7 @@ def test_random_gets_under_eviction_pressure(tmp_path):
 @pytest.mark.parametrize("mapped", [True, False])
 def test_damaged_block_is_refused_by_the_first_get_and_not_cached(tmp_path, mapped):
     path = tmp_path / "db"
-    with lsm.open(str(path), background="inline", compression="lz4") as db:
+    with lsm.open(str(path), background="inline", compression="lz4", min_level_to_compress=0) as db:
         for i in range(3000):
             db.put(b"%016d" % i, (b"%08d" % i) * 12 + b"tail")
         db.flush()

@@ -35,7 +35,8 @@ def _build(path, codec: str, seed: int, fixed: bool = True) -> tuple[str, dict, 
     model: dict[bytes, bytes | None] = {}
     views: dict[int, dict[bytes, bytes | None]] = {}
     snaps = []
-    with lsm.open(str(path), background="inline", memtable_size=64 << 20, compression=codec) as db:
+    with lsm.open(str(path), background="inline", memtable_size=64 << 20, compression=codec,
+                  min_level_to_compress=0) as db:
         for rnd in range(4):
             if rnd:
                 snaps.append(db.snapshot())

@@ -25,7 +25,7 @@ class IngestEntryPoints:
     fs: Any
     vs: Any
     mode: str
-    table: TableOptions
+    tables: list[TableOptions]  # per output level (flushes: [0])
     flushed_seq: int
     flush_count: int
     flush_bytes_written: int
@@ -60,7 +60,7 @@ class IngestEntryPoints:
         db = self.db
         t0 = time.perf_counter()
         number = self.vs.new_file_number()
-        fj = FlushJob(dbdir=db.path, file_number=number, table=self.table, snapshots=db._snapshot_list(),
+        fj = FlushJob(dbdir=db.path, file_number=number, table=self.tables[0], snapshots=db._snapshot_list(),
                       wal_paths=list(wal_paths), start_seq=start_seq, end_seq=end_seq)
         try:
             result = run_job(fj, self.fs)

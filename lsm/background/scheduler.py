@@ -21,7 +21,7 @@ from lsm.base import filenames
 from lsm.base.errors import CorruptionError, NeedsRecoveryError
 from lsm.base.fs import io_site
 from lsm.compaction.picker import Compaction, pick_compaction, pick_manual
-from lsm.compaction.runner import CompactionJob, FlushJob, JobResult, TableOptions, remove_outputs, run_job
+from lsm.compaction.runner import CompactionJob, FlushJob, JobResult, remove_outputs, run_job, table_options
 from lsm.compaction.worker import WorkerError, shared_pool
 from lsm.manifest.edit import VersionEdit
 from lsm.memtable import MemTable
@@ -116,14 +116,9 @@ class Background(WalLifecycle, IngestEntryPoints):
         self._wal_sizes: dict[str, int] = {}  # sizes of sealed live segments, learnt by wal_live()
         self.archive = WalArchive(self.fs, db.wal_dir)
         self.archive_dir = self.archive.dir
-        self.table = TableOptions(
-            block_size=self.opts.block_size,
-            bloom_bits_per_key=self.opts.bloom_bits_per_key,
-            compression=self.opts.compression_id,
-            compression_level=self.opts.compression_level,
-            target_file_size=self.opts.target_file_size,
-            verify_checksums=self.opts.paranoid_checks,
-        )
+        # How tables are written into each level (flushes: level 0): raw
+        # above Options.min_level_to_compress, compressed from it down.
+        self.tables = [table_options(self.opts, lv) for lv in range(self.opts.num_levels)]
 
     @property
     def flushes_running(self) -> int:
@@ -289,7 +284,7 @@ class Background(WalLifecycle, IngestEntryPoints):
         fj = FlushJob(
             dbdir=db.path,
             file_number=number,
-            table=self.table,
+            table=self.tables[0],
             snapshots=db._snapshot_list(),
             start_seq=job.start_seq,
             end_seq=job.end_seq,
@@ -427,8 +422,12 @@ class Background(WalLifecycle, IngestEntryPoints):
         db = self.db
         t0 = time.perf_counter()
         inputs = [(c.level, f) for f in c.inputs] + [(c.output_level, f) for f in c.next_inputs]
-        if c.is_trivial_move:
-            # Trivial move: nothing overlaps below, so the file changes level only.
+        tables = self.tables
+        if c.is_trivial_move and tables[c.level].compression == tables[c.output_level].compression:
+            # Trivial move: nothing overlaps below, so the file changes level
+            # only. Not across Options.min_level_to_compress: a raw file
+            # moved there would stay raw (RocksDB's trivial move likewise
+            # needs the input's compression to match the output level's).
             f = c.inputs[0]
             edit = VersionEdit(removed=[(c.level, f.number)], added=[(c.output_level, f)])
             self._install(edit, [], removed=[])
@@ -436,14 +435,14 @@ class Background(WalLifecycle, IngestEntryPoints):
             db._info_log.compacted(c, None, time.perf_counter() - t0)
             return
         total = sum(f.file_size for _lv, f in inputs)
-        n = 2 * (4 * total // max(1, self.table.target_file_size)) + len(inputs) + 16
+        n = 2 * (4 * total // max(1, self.opts.target_file_size)) + len(inputs) + 16
         with db._install_mu:
             numbers = [self.vs.new_file_number() for _ in range(n)]
         job = CompactionJob(
             dbdir=db.path,
             inputs=[(lv, f.number) for lv, f in inputs],
             file_numbers=numbers,
-            table=self.table,
+            table=tables[c.output_level],
             snapshots=db._snapshot_list(),
             bottommost=c.is_bottommost,
         )

@@ -77,8 +77,11 @@ class Compaction:
 
     @property
     def is_trivial_move(self) -> bool:
-        """One input file and nothing to merge it with: the runner may move
-        it to ``output_level`` by an edit, without rewriting it."""
+        """One input file and nothing to merge it with: the scheduler moves
+        it to ``output_level`` by an edit, without rewriting it, unless the
+        two levels write tables differently (a raw level above
+        ``Options.min_level_to_compress`` and a compressed one: it is
+        rewritten)."""
         return len(self.inputs) == 1 and not self.next_inputs and self.level != self.output_level
 
     def all_inputs(self) -> list[FileMeta]:

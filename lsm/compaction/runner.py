@@ -47,7 +47,9 @@ from lsm.base.coding import ValueKind
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import DEFAULT_FS, FileSystem, io_site
 from lsm.base.rangedel import RangeDels, Tombstone
+from lsm.base.compression import NONE as _NO_COMPRESSION
 from lsm.batch import decode_body
+from lsm.options import Options
 from lsm.sstable.reader import TableReader
 from lsm.sstable.writer import TableProperties, TableWriter
 from lsm.wal.reader import scan_segment
@@ -65,6 +67,21 @@ class TableOptions:
     compression_level: int
     target_file_size: int
     verify_checksums: bool = True
+
+
+def table_options(opts: Options, level: int, verify_checksums: bool | None = None) -> TableOptions:
+    """How a table written into ``level`` is built: compressed with
+    ``opts.compression`` from ``opts.min_level_to_compress`` down, raw
+    above it (its docstring). ``verify_checksums`` defaults to
+    ``opts.paranoid_checks``."""
+    return TableOptions(
+        block_size=opts.block_size,
+        bloom_bits_per_key=opts.bloom_bits_per_key,
+        compression=opts.compression_id if level >= opts.min_level_to_compress else _NO_COMPRESSION,
+        compression_level=opts.compression_level,
+        target_file_size=opts.target_file_size,
+        verify_checksums=opts.paranoid_checks if verify_checksums is None else verify_checksums,
+    )
 
 
 @dataclass

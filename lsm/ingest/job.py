@@ -167,7 +167,9 @@ def _tmp_path(db: DB, what: str) -> str:
 
 
 def _new_table(db: DB) -> tuple[int, TableWriter]:
-    t = db._bg.table
+    # Compressed as the deepest level's tables: an ingest goes to the
+    # deepest level it can (_ingest_level).
+    t = db._bg.tables[-1]
     with db._install_mu:
         number = db._vs.new_file_number()
     w = TableWriter(db._fs, filenames.join(db.path, filenames.sst_name(number)), block_size=t.block_size,
@@ -185,7 +187,7 @@ def _write_tables(db: DB, chunks: Iterable[Iterable[Any]], seq: int, outputs: li
     properties)`` to ``outputs`` as each is finished (fsynced). On an error
     the unfinished table is deleted; the caller deletes those in
     ``outputs``."""
-    target = db._bg.table.target_file_size
+    target = db._bg.tables[-1].target_file_size
     base = seq << 8
     put = base | _PUT
     w: TableWriter | None = None
