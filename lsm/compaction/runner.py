@@ -44,10 +44,10 @@ from typing import Any
 
 from lsm.base import filenames
 from lsm.base.coding import ValueKind
+from lsm.base.compression import NONE as _NO_COMPRESSION
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import DEFAULT_FS, FileSystem, io_site
 from lsm.base.rangedel import RangeDels, Tombstone
-from lsm.base.compression import NONE as _NO_COMPRESSION
 from lsm.batch import decode_body
 from lsm.options import Options
 from lsm.sstable.reader import TableReader
