@@ -281,7 +281,7 @@ class Options:
     does everything after ``compact_range``. A file does not cross this
     level by a trivial move: it is rewritten. The cost: a
     database smaller than level 1's target (``max_bytes_for_level_base``) is
-    stored uncompressed. Measured in docs/benchmarks.md ("Session 15")."""
+    stored uncompressed. Measured in docs/benchmarks.md ("Session 15 levers")."""
 
     target_file_size: int = 4 * MiB
     """Target size of an SSTable written by compaction, in bytes. Barely
