@@ -18,13 +18,12 @@ from tests.conftest import TINY
 
 
 def _codecs(db: lsm.DB, number: int) -> set[int]:
-    """The compression ids of a table's data blocks, read from its file."""
-    path = filenames.join(db.path, filenames.sst_name(number))
-    r = TableReader.open(DEFAULT_FS, path, file_number=number)
+    """The compression ids of a table's data blocks, read through the
+    reader's file (as tests/test_read_codec_mmap.py's ``_block_codecs``
+    reads the first block of each table)."""
+    r = TableReader.open(DEFAULT_FS, filenames.join(db.path, filenames.sst_name(number)), file_number=number)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        return {BLOCK_TRAILER.unpack_from(data, off + size - BLOCK_TRAILER_SIZE)[0]
+        return {BLOCK_TRAILER.unpack_from(r.file.pread(off, size), size - BLOCK_TRAILER_SIZE)[0]
                 for off, size in zip(r._boffs, r._bsizes)}
     finally:
         r.close()
