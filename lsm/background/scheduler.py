@@ -95,9 +95,9 @@ class Background(WalLifecycle, IngestEntryPoints):
         self.compactions_running = 0
         self.stall_max_seconds = 0.0  # longest single write stall (DB._make_room_locked); under the write lock
         # Write pacing (DB._delay_write): the shared schedule of delayed
-        # writes, and when the oldest running flush started (0: none
+        # writes and the paced writes per cause, both guarded by
+        # db._pace_mu; when the oldest running flush started (0: none
         # running; set under _cv from _flush_starts).
-        # Races between writers only blur the pacing.
         self.delay_next = 0.0
         self.paced: dict[str, list] = {"memtables": [0, 0.0], "l0_slowdown": [0, 0.0]}  # sleeps: [count, seconds]
         self._flush_started = 0.0
