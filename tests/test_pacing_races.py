@@ -1,5 +1,7 @@
-"""Races in write pacing: many writers in DB._delay_write at once (no DB
-write lock) must neither lose a claim on the pacing schedule nor a count.
+"""Races in write pacing and flush timing: many writers in DB._delay_write
+at once (no DB write lock) must neither lose a claim on the pacing
+schedule nor a count, and concurrent flushes update the moving average of
+flush durations under Background._cv.
 
 The writers' race is provoked, not merely allowed: a switch interval of a
 microsecond, and a fake clock and sleep in lsm/db_room.py (a Python call
@@ -18,6 +20,7 @@ import types
 
 import lsm
 from lsm import db_room
+from lsm.background import scheduler as scheduler_mod
 from lsm.base.crashfs import CrashFS
 
 THREADS = 8
@@ -134,3 +137,39 @@ def test_concurrent_paced_writes_claim_the_schedule_and_count_exactly(monkeypatc
         bg.l0_files = 0
         db.close()
 
+
+def test_flush_durations_average_under_the_queue_lock(monkeypatch):
+    """Background._flush_recent is written by the flush threads (up to
+    max_background_flushes at once) only while they hold _cv."""
+    db = lsm.open("/db", fs=CrashFS(), background="inline")
+    bg = db._bg
+    owned: list[bool] = []
+    values = {"v": 0.0}
+
+    class Probe(type(bg)):  # type: ignore[misc]
+        @property
+        def _flush_recent(self) -> float:
+            return values["v"]
+
+        @_flush_recent.setter
+        def _flush_recent(self, v: float) -> None:
+            owned.append(self._cv._is_owned())
+            values["v"] = v
+
+    clock = iter(range(1_000_000))  # perf_counter: 0, 1, 2, ...; next() is atomic
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(bg, "__class__", Probe)
+            m.setattr(bg, "_flush_one", lambda job: None)
+            m.setattr(scheduler_mod, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock)),
+                                                                   thread_time=lambda: 0.0))
+
+            def flusher() -> None:
+                for _ in range(50):
+                    bg._do_flush(None)
+
+            _race(flusher, 4)
+        assert len(owned) == 4 * 50 and all(owned)
+        assert values["v"] > 0.0 and bg._flush_starts == [] and bg._flush_started == 0.0
+    finally:
+        db.close()
