@@ -19,6 +19,11 @@ Threads and locks (lock order, outermost first):
    holds the write lock).
 3. ``_snap_mu``: the registry of live snapshot sequence numbers.
 4. The WAL writer's internal condition (see lsm/wal/writer.py).
+5. ``_pace_mu``: a leaf (no other lock, no I/O, no sleep under it): the
+   write-pacing schedule (``Background.delay_next``) and the pacing and
+   stall counters (``Background.paced``, ``_stall_seconds``,
+   ``_stall_causes``). Writers take it in ``_delay_write`` without
+   ``_write_mu``; ``_make_room_locked`` takes it under ``_write_mu``.
 
 Reads take no lock: they read ``_last_seq`` and then ``_sv`` (a
 :class:`SuperVersion`: memtable, immutable memtables, version and open

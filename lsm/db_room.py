@@ -78,12 +78,13 @@ class DBRoom(DBScan):
             break
         self._wal_switch_due_locked()  # re-arm the write path's check for the new state
         if stalled:
-            self._stall_seconds += stalled
             self._stalls += 1
             self._bg.stall_max_seconds = max(self._bg.stall_max_seconds, stalled)
-            counts = self._stall_causes[cause]
-            counts[0] += 1
-            counts[1] += stalled
+            with self._pace_mu:  # (shared with _delay_write, which runs without _write_mu)
+                self._stall_seconds += stalled
+                counts = self._stall_causes[cause]
+                counts[0] += 1
+                counts[1] += stalled
             self._info_log.stalled(cause, stalled, self._bg.l0_files, len(self._sv.imms), opts)
 
     def _wal_switch_due_locked(self) -> bool:
@@ -201,26 +202,33 @@ class DBRoom(DBScan):
         granularity. One sleep is at most 0.1 s; a memtable that fills
         anyway takes the hard stall of _make_room_locked. Counted per paced
         write (``stats()["write_pacing"]``; level-0 pacing also in
-        ``stalls["l0_slowdown"]``), seconds slept included."""
+        ``stalls["l0_slowdown"]``) when its slot is claimed, seconds slept
+        once the sleep ends.
+
+        Runs without _write_mu, in many writers at once: the claim (read
+        the schedule, move it on by this write's charge) and each counter
+        update are made under ``_pace_mu``, so no claim or count is lost
+        between two writers; the sleep is outside it."""
         bg = self._bg
         mem = self._mem
         rate, cause = bg.delayed_write_rate(mem.size)
         if rate <= 0.0:
             return
+        charge = (mem.size // mem.count if mem.count else 128) / rate
         now = time.perf_counter()
-        nxt = max(bg.delay_next, now)
-        nxt = min(nxt + (mem.size // mem.count if mem.count else 128) / rate, now + 0.1)
-        bg.delay_next = nxt
+        with self._pace_mu:
+            nxt = min(max(bg.delay_next, now) + charge, now + 0.1)
+            bg.delay_next = nxt
+            paced = bg.paced[cause]  # count: writes paced; seconds: their sleeps
+            paced[0] += 1
+            if cause == "l0_slowdown":
+                self._stall_causes[cause][0] += 1
         wait = nxt - now
-        dt = 0.0
         if wait >= 0.001:
             time.sleep(wait)
             dt = time.perf_counter() - now
-            self._stall_seconds += dt
-        paced = bg.paced[cause]  # count: writes paced; seconds: their sleeps
-        paced[0] += 1
-        paced[1] += dt
-        if cause == "l0_slowdown":
-            counts = self._stall_causes[cause]
-            counts[0] += 1
-            counts[1] += dt
+            with self._pace_mu:
+                self._stall_seconds += dt
+                paced[1] += dt
+                if cause == "l0_slowdown":
+                    self._stall_causes[cause][1] += dt

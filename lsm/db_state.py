@@ -58,6 +58,9 @@ class DBState:
     _write_cv: threading.Condition  # on _write_mu: stalled writers wait; installs, the fence notify
     _install_mu: threading.RLock  # version installs (manifest writes), Background.readers
     _snap_mu: threading.Lock  # _snapshots
+    # Write pacing and stall counting (a leaf): _stall_seconds, _stall_causes,
+    # Background.delay_next and Background.paced.
+    _pace_mu: threading.Lock
 
     # ------------------------------------------------- the write path's state
     _last_seq: int  # newest committed seq; set under _write_mu, read lock-free (before _sv)
@@ -89,8 +92,10 @@ class DBState:
     _keys_written: int
     _user_bytes: int
     _stalls: int  # stalls of _make_room_locked; guarded by _write_mu
-    _stall_seconds: float  # seconds stalled or paced (_delay_write adds its sleeps with no lock)
-    _stall_causes: dict[str, list[float]]  # cause -> [count, seconds]; as _stall_seconds
+    # Seconds stalled or paced, and cause -> [count, seconds]: guarded by
+    # _pace_mu (_delay_write adds to them without _write_mu).
+    _stall_seconds: float
+    _stall_causes: dict[str, list[float]]
 
     if TYPE_CHECKING:
         # Methods of the subclasses that the base classes call (defined in

@@ -132,6 +132,7 @@ def _open_locked(fs: Any, path: str, wal_dir: str, opts: Options, exists: bool, 
     db._write_mu = install_mu if opts.background == "inline" else threading.Lock()
     db._write_cv = threading.Condition(db._write_mu)
     db._snap_mu = threading.Lock()
+    db._pace_mu = threading.Lock()
     db._snapshots = {}
     db._info_log = InfoLog.from_options(fs, path, opts)  # entries are held until the open succeeds
     db._closed = False

@@ -95,13 +95,16 @@ class Background(WalLifecycle, IngestEntryPoints):
         self.compactions_running = 0
         self.stall_max_seconds = 0.0  # longest single write stall (DB._make_room_locked); under the write lock
         # Write pacing (DB._delay_write): the shared schedule of delayed
-        # writes, and when the oldest running flush started (0: none
-        # running; set under _cv from _flush_starts).
-        # Races between writers only blur the pacing.
+        # writes and the paced writes per cause, both guarded by
+        # db._pace_mu; when the oldest running flush started (0: none
+        # running; set under _cv from _flush_starts) and the moving average
+        # of flush durations in seconds (0: none yet; set under _cv by the
+        # flush threads, _do_flush). delayed_write_rate reads the last two
+        # with no lock: one float each, which a rebind replaces whole.
         self.delay_next = 0.0
         self.paced: dict[str, list] = {"memtables": [0, 0.0], "l0_slowdown": [0, 0.0]}  # sleeps: [count, seconds]
         self._flush_started = 0.0
-        self._flush_recent = 0.0  # moving average of flush durations, seconds (0: none yet)
+        self._flush_recent = 0.0
         # CPU seconds this process's threads spent in flushes and automatic
         # compactions (process mode: only the orchestration and install, the
         # GIL work the writers share; the jobs' own CPU is the workers').
@@ -266,12 +269,14 @@ class Background(WalLifecycle, IngestEntryPoints):
             self._flush_starts.append(t0)
             self._flush_started = min(self._flush_starts)
         c0 = time.thread_time()
+        dt: float | None = None  # the flush's duration, once it succeeded
         try:
             self._flush_one(job)
             dt = time.perf_counter() - t0
-            self._flush_recent = dt if not self._flush_recent else 0.7 * self._flush_recent + 0.3 * dt
         finally:
-            with self._cv:
+            with self._cv:  # (flush threads run at once: _flush_recent is read, then set)
+                if dt is not None:
+                    self._flush_recent = dt if not self._flush_recent else 0.7 * self._flush_recent + 0.3 * dt
                 self.cpu_seconds["flush"] += time.thread_time() - c0
                 self._flush_starts.remove(t0)
                 self._flush_started = min(self._flush_starts) if self._flush_starts else 0.0

@@ -1,7 +1,8 @@
 """``DB.stats()``: the figures of a live database, gathered from the DB, its
 WAL writer, its background work and its current super version (the
 meaning of each figure: docs/architecture.md#stats). Reads only; takes the
-write lock once, for the write counters (lsm/db.py, ``_retire_counts_locked``)."""
+write lock once, for the write counters (lsm/db.py, ``_retire_counts_locked``),
+and the pacing lock once, for the stall and pacing counters (``_pace_mu``)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def db_stats(db: DB) -> dict[str, Any]:
         n = mem.count
         keys_written = db._keys_written + n
         user = db._user_bytes + mem.size - _ENTRY_OVERHEAD * n
+    with db._pace_mu:  # each [count, seconds] pair of one moment (DBRoom._delay_write)
+        stall_seconds = db._stall_seconds
+        write_pacing = {cause: {"count": c, "seconds": secs} for cause, (c, secs) in bg.paced.items()}
+        stalls = {cause: {"count": c, "seconds": secs} for cause, (c, secs) in db._stall_causes.items()}
     live_sst = sum(lv["bytes"] for lv in levels)
     last_level_bytes = next((lv["bytes"] for lv in reversed(levels) if lv["bytes"]), 0)
     unsynced = wal.written_seq > wal.durable_seq
@@ -69,15 +74,15 @@ def db_stats(db: DB) -> dict[str, Any]:
         "flush_seconds": bg.flush_seconds,
         "compaction_count": bg.compaction_count,
         "compaction_seconds": bg.compaction_seconds,
-        "stall_seconds": db._stall_seconds,
+        "stall_seconds": stall_seconds,
         "stall_count": db._stalls,
         "stall_max_seconds": bg.stall_max_seconds,
-        "write_pacing": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in bg.paced.items()},
+        "write_pacing": write_pacing,
         "background_cpu_seconds": dict(bg.cpu_seconds),
         "flushes_running": bg.flushes_running,
         "compactions_running": bg.compactions_running,
         "compaction_pending": bg.compaction_pending(sv.version),
-        "stalls": {cause: {"count": n, "seconds": secs} for cause, (n, secs) in db._stall_causes.items()},
+        "stalls": stalls,
         "space_amplification": live_sst / last_level_bytes if last_level_bytes else 0.0,
         "wal_files_live": wal_files_live,
         "wal_bytes_live": wal_bytes_live,
