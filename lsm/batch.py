@@ -112,8 +112,11 @@ def decode_columns(body: bytes, count: int, path: str = "?",
         stride = hsize + klen + vlen
         if kind == _PUT and stride * count == end and all(
                 body[j::stride] == head[j : j + 1] * count for j in range(hsize)):
-            return ([body[i : i + klen] for i in range(hsize, end, stride)],
-                    [body[i : i + vlen] for i in range(hsize + klen, end, stride)], None, end - hsize * count)
+            # (Starts as count-long ranges: with an empty value, or an
+            # empty key and value, the last start is ``end`` itself.)
+            return ([body[i : i + klen] for i in range(hsize, hsize + end, stride)],
+                    [body[i : i + vlen] for i in range(hsize + klen, hsize + klen + end, stride)],
+                    None, end - hsize * count)
     keys: list[bytes] = []
     values: list[bytes] = []
     kinds = bytearray()
