@@ -20,8 +20,8 @@ from lsm.base import compression
 from lsm.base.coding import MAX_SEQ, ValueKind, pack_trailer
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
-from lsm.sstable.block import BLOCK_TRAILER_SIZE, frame_block, unframe_block, unframe_blocks
 from lsm.sstable.cache import BlockCache
+from lsm.sstable.format import BLOCK_TRAILER_SIZE, frame_block, unframe_block, unframe_blocks
 from lsm.sstable.reader import TableReader
 from lsm.sstable.scan import _SEEK_BLOCKS
 from lsm.sstable.writer import TableWriter

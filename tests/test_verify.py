@@ -18,7 +18,7 @@ from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version_set import VersionSet
 from lsm.ops.files import write_manifest_and_current
 from lsm.ops.verify import verify_path
-from lsm.sstable.block import FOOTER_SIZE, decode_footer
+from lsm.sstable.format import FOOTER_SIZE, decode_footer
 from tests.conftest import TINY
 
 
