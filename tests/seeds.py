@@ -9,6 +9,8 @@ Environment variables (each replays the seed printed by a failed run):
     LSM_VERIFY_SEED      tests/test_verify.py
     LSM_CHECKPOINT_SEED  tests/test_checkpoint.py
     LSM_RESTORE_SEED     tests/test_restore.py
+    LSM_SCAN_SEED        tests/test_scan.py, test_scan_readahead.py (seed_list)
+    LSM_READ_SEED        tests/test_read_path.py (seed_list)
 """
 
 from __future__ import annotations
@@ -25,3 +27,12 @@ def seed(env: str = "LSM_TEST_SEED") -> int:
     s = int(os.environ.get(env, random.randrange(1 << 30)))
     print(f"seed {s} (replay: {env}={s})")
     return s
+
+
+def seed_list(env: str, base: int, n: int) -> list[int]:
+    """The seeds of a parametrized randomized test: ``base .. base + n - 1``
+    (the same cases every run), or only the integer in the environment
+    variable ``env`` when it is set (replay). The test prints the seed it
+    was given."""
+    s = os.environ.get(env)
+    return [int(s)] if s else [base + i for i in range(n)]
