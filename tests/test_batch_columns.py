@@ -6,7 +6,6 @@ Randomized tests print their seed; LSM_TEST_SEED replays one."""
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -18,14 +17,9 @@ from lsm.base.errors import ClosedError
 from lsm.batch import OP_HEADER, WriteBatch, decode_body
 from lsm.memtable import MemTable
 from tests.memtable_model import add_one_at_a_time, assert_same_memtable
+from tests.seeds import seed as _seed
 
 PUT, DELETE, RANGE_DELETE = ValueKind.PUT, ValueKind.DELETE, ValueKind.RANGE_DELETE
-
-
-def _seed() -> int:
-    seed = int(os.environ.get("LSM_TEST_SEED", random.randrange(1 << 30)))
-    print("seed", seed)
-    return seed
 
 
 def _expected_body(ops: list[tuple[int, bytes, bytes]]) -> bytes:

@@ -22,7 +22,7 @@ from lsm.base.errors import CorruptionError
 from lsm.base.fs import DEFAULT_FS
 from lsm.options import Options
 from lsm.sstable import writer as writer_mod
-from lsm.sstable.block import FOOTER_SIZE, MAX_TRAILER, decode_footer_version, frame_block
+from lsm.sstable.block import MAX_TRAILER
 from lsm.sstable.bloom import (
     BLOCKED_HEADER,
     KIND_BLOCKED64,
@@ -36,6 +36,7 @@ from lsm.sstable.bloom import (
     patterns,
 )
 from lsm.sstable.cache import BlockCache
+from lsm.sstable.format import FOOTER_SIZE, decode_footer_version, frame_block
 from lsm.sstable.reader import TableReader
 from lsm.sstable.writer import TableWriter
 from tests.test_bloom import flip_bits_never_crashes

@@ -20,6 +20,7 @@ from lsm.base import filenames
 from lsm.base.crashfs import CrashFS
 from lsm.base.errors import TargetNotEmptyError
 from tests.conftest import TINY
+from tests.seeds import seed
 
 
 def items(db):
@@ -277,9 +278,7 @@ def model_at(log, seq):
 
 @pytest.mark.parametrize("background", ["thread", "process"])
 def test_checkpoints_under_concurrent_writers(tmp_path, background):
-    seed = int(os.environ.get("LSM_CHECKPOINT_SEED", random.randrange(1 << 30)))
-    print(f"LSM_CHECKPOINT_SEED={seed}")
-    rng = random.Random(seed)
+    rng = random.Random(seed("LSM_CHECKPOINT_SEED"))
     opts = dict(TINY, memtable_size=16384, target_file_size=8192, max_bytes_for_level_base=32768)
     db = lsm.open(tmp_path / "db", background=background, wal_retention_segments=5, **opts)
     log: list = []

@@ -13,7 +13,7 @@ import lsm
 from lsm.base import compression, filenames
 from lsm.base.fs import DEFAULT_FS
 from lsm.sstable import TableReader
-from lsm.sstable.block import BLOCK_TRAILER, BLOCK_TRAILER_SIZE
+from lsm.sstable.format import BLOCK_TRAILER, BLOCK_TRAILER_SIZE
 from tests.conftest import TINY
 
 

@@ -562,14 +562,8 @@ def table_db() -> TableDB:
 def _table_regions(data: bytes) -> dict[str, tuple[int, int]]:
     """[lo, hi) of the footer, each meta block and the first and last data
     block (stored bytes and trailer) of an undamaged table."""
-    from lsm.sstable.block import (
-        BLOCK_TRAILER_SIZE,
-        FOOTER_SIZE,
-        HANDLE,
-        decode_block,
-        decode_footer,
-        unframe_block,
-    )
+    from lsm.sstable.block import decode_block
+    from lsm.sstable.format import BLOCK_TRAILER_SIZE, FOOTER_SIZE, HANDLE, decode_footer, unframe_block
 
     t = BLOCK_TRAILER_SIZE
     filt, props, index = decode_footer(data[-FOOTER_SIZE:])

@@ -31,7 +31,7 @@ from lsm.base.rangedel import RangeDels, inclusive_end, visible_fragments
 from lsm.batch import decode_body, encode_put
 from lsm.compaction import runner
 from lsm.sstable import TableReader, TableWriter
-from lsm.sstable.block import FOOTER_SIZE
+from lsm.sstable.format import FOOTER_SIZE
 from tests.conftest import TINY
 from tests.test_power_cut import record_written_seq
 from tests.test_model import ANY_KEY, VALUES, DBModel

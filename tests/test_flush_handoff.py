@@ -9,7 +9,6 @@ Randomized tests print their seed; set LSM_TEST_SEED to replay one."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 
@@ -24,14 +23,9 @@ from lsm.compaction.worker import WorkerPool
 from lsm.memtable import FrozenEntries, MemTable
 from lsm.sstable import TableWriter
 from lsm.sstable.reader import TableReader
+from tests.seeds import seed as _seed
 
 PUT, DELETE = ValueKind.PUT, ValueKind.DELETE
-
-
-def _seed() -> int:
-    seed = int(os.environ.get("LSM_TEST_SEED", random.randrange(1 << 30)))
-    print("seed", seed)
-    return seed
 
 
 def _memtable(keys: list[bytes], values: list[bytes]) -> MemTable:

@@ -47,9 +47,10 @@ from lsm.base import compression, filenames
 from lsm.base.crashfs import CrashFS
 from lsm.base.errors import CorruptionError
 from lsm.manifest.version_set import VersionSet
-from lsm.sstable.block import encode_block, frame_block, unframe_block
+from lsm.sstable.block import encode_block
 from lsm.sstable.bloom import FILTER_HEADER
 from lsm.sstable.bloom import RoaringBloomFilter as BloomFilter  # the legacy kind this regression is about
+from lsm.sstable.format import frame_block, unframe_block
 from tests.reliability_log import record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

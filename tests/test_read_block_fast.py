@@ -13,7 +13,8 @@ from lsm.base import compression
 from lsm.base.checksum import masked_crc
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
-from lsm.sstable.block import BLOCK_TRAILER, BlockView, encode_block, frame_block, unframe_block
+from lsm.sstable.block import BlockView, encode_block
+from lsm.sstable.format import BLOCK_TRAILER, frame_block, unframe_block
 from lsm.sstable.reader import _LAYOUTS, TableReader
 
 FS = FileSystem()

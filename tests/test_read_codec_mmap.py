@@ -14,7 +14,8 @@ from lsm.base import compression
 from lsm.base.crashfs import CrashFS
 from lsm.base.errors import ClosedError
 from lsm.base.fs import FileSystem, MappedFile, ReadableFile
-from lsm.sstable.block import BLOCK_TRAILER, BLOCK_TRAILER_SIZE, encode_block, frame_block, unframe_block
+from lsm.sstable.block import encode_block
+from lsm.sstable.format import BLOCK_TRAILER, BLOCK_TRAILER_SIZE, frame_block, unframe_block
 from lsm.sstable.reader import TableReader
 
 FS = FileSystem()

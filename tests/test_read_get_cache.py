@@ -18,8 +18,9 @@ import pytest
 import lsm
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
-from lsm.sstable.block import BlockView, unframe_block
+from lsm.sstable.block import BlockView
 from lsm.sstable.cache import BlockCache
+from lsm.sstable.format import unframe_block
 from lsm.sstable.reader import _BLOCK_CHARGE, _ENTRY_CHARGE, _LAYOUTS, _VIEW_CHARGE, TableReader
 from tests.test_read_block_fast import flip_byte
 

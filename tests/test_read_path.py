@@ -29,15 +29,11 @@ from lsm.manifest.edit import VersionEdit
 from lsm.manifest.version import FileMeta, Version
 from lsm.sstable import BlockCache, TableReader, TableWriter
 from lsm.sstable.block import BlockView, decode_block, encode_block
+from tests.seeds import seed_list
 
 PUT = ValueKind.PUT
 DELETE = ValueKind.DELETE
 ROUNDS = int(os.environ.get("LSM_READ_ROUNDS", "30"))
-
-
-def seeds(base: int) -> list[int]:
-    s = os.environ.get("LSM_READ_SEED")
-    return [int(s)] if s else [base + i for i in range(ROUNDS)]
 
 
 def rand_key(rng: random.Random) -> bytes:
@@ -57,7 +53,7 @@ def internal_entries(rng: random.Random, n_keys: int, max_seq: int = 1000) -> li
 
 
 # ---------------------------------------------------------------- BlockView
-@pytest.mark.parametrize("seed", seeds(100))
+@pytest.mark.parametrize("seed", seed_list("LSM_READ_SEED", 100, ROUNDS))
 def test_block_view_equals_full_decode(seed):
     print("seed", seed)
     rng = random.Random(seed)
@@ -167,7 +163,7 @@ def test_lookup_bloom_probe_agrees_with_filter(tmp_path):
 
 
 # ---------------------------------------------------------------- table columns
-@pytest.mark.parametrize("seed", seeds(200)[:10])
+@pytest.mark.parametrize("seed", seed_list("LSM_READ_SEED", 200, ROUNDS)[:10])
 def test_iter_columns_equals_iter_entries(tmp_path, seed):
     print("seed", seed)
     rng = random.Random(seed)
@@ -243,7 +239,7 @@ def window(entries, a, b):
     return tuple(list(x) for x in zip(*es)) if es else None
 
 
-@pytest.mark.parametrize("seed", seeds(300))
+@pytest.mark.parametrize("seed", seed_list("LSM_READ_SEED", 300, ROUNDS))
 def test_visible_columns_equals_heap_merge(seed):
     print("seed", seed)
     rng = random.Random(seed)
@@ -310,7 +306,7 @@ def test_chain_columns_and_seek_reads_few_chunks():
 
 
 # ---------------------------------------------------------------- read plan
-@pytest.mark.parametrize("seed", seeds(400)[:10])
+@pytest.mark.parametrize("seed", seed_list("LSM_READ_SEED", 400, ROUNDS)[:10])
 def test_read_plan_matches_files_for_key(seed):
     print("seed", seed)
     rng = random.Random(seed)

@@ -22,6 +22,7 @@ from lsm.base import filenames
 from lsm.base.crashfs import CrashFS
 from lsm.restore import time_us
 from tests.conftest import TINY
+from tests.seeds import seed
 
 T0 = 1_700_000_000_000_000  # microseconds
 
@@ -143,9 +144,7 @@ def tree_digest(*dirs):
 
 
 def seeded():
-    seed = int(os.environ.get("LSM_RESTORE_SEED", random.randrange(1 << 30)))
-    print(f"LSM_RESTORE_SEED={seed}")
-    return random.Random(seed)
+    return random.Random(seed("LSM_RESTORE_SEED"))
 
 
 # ---------------------------------------------------------------- the model

@@ -27,19 +27,15 @@ from lsm.base.coding import MAX_SEQ, ValueKind, pack_trailer
 from lsm.base.rangedel import RangeDels, visible_fragments
 from lsm.iterators import visible, visible_columns
 from lsm.sstable.block import BlockView, encode_block
+from tests.seeds import seed_list
 
 PUT = ValueKind.PUT
 DELETE = ValueKind.DELETE
 ROUNDS = int(os.environ.get("LSM_SCAN_ROUNDS", "12"))
 
 
-def seeds(base: int, n: int = ROUNDS) -> list[int]:
-    s = os.environ.get("LSM_SCAN_SEED")
-    return [int(s)] if s else [base + i for i in range(n)]
-
-
 # ---------------------------------------------------------------- blocks
-@pytest.mark.parametrize("seed", seeds(10, 3))
+@pytest.mark.parametrize("seed", seed_list("LSM_SCAN_SEED", 10, 3))
 def test_block_columns_fixed_and_variable_sizes(seed):
     print("seed", seed)
     rng = random.Random(seed)
@@ -108,7 +104,7 @@ def window(entries, a, b):
     return tuple(list(x) for x in zip(*es)) if es else None
 
 
-@pytest.mark.parametrize("seed", seeds(1000, 40))
+@pytest.mark.parametrize("seed", seed_list("LSM_SCAN_SEED", 1000, 40))
 def test_visible_columns_both_ways_equal_heap_merge(seed):
     print("seed", seed)
     rng = random.Random(seed)
@@ -162,7 +158,7 @@ class Model:
         return [(k, d[k]) for k in ks]
 
 
-@pytest.mark.parametrize("seed", seeds(2000))
+@pytest.mark.parametrize("seed", seed_list("LSM_SCAN_SEED", 2000, ROUNDS))
 def test_db_scans_equal_model(tmp_path, seed):
     print("seed", seed)
     rng = random.Random(seed)

@@ -23,6 +23,7 @@ import lsm
 import lsm.db_scan
 import lsm.db
 import lsm.sstable.block as block_mod
+import lsm.sstable.format as format_mod
 import lsm.sstable.writer as writer_mod
 from lsm.base.coding import MAX_SEQ, ValueKind, pack_trailer
 from lsm.base.errors import CorruptionError
@@ -118,7 +119,7 @@ def test_check_rejects_a_false_claim_and_open_a_bad_value(tmp_path, monkeypatch)
     def bad_value(props, nblocks, rd_h=None):
         payload = real(props, nblocks, rd_h)
         keys, trailers, values = block_mod.decode_block(payload)
-        keys.append(block_mod.PROP_DISTINCT_KEYS)
+        keys.append(format_mod.PROP_DISTINCT_KEYS)
         trailers.append(0)
         values.append((2).to_bytes(8, "little"))
         order = sorted(range(len(keys)), key=keys.__getitem__)

@@ -11,7 +11,6 @@ Randomized: each test prints its seed; ``LSM_SCAN_SEED=N`` replays one.
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
@@ -20,18 +19,14 @@ from lsm.base import compression
 from lsm.base.coding import MAX_SEQ, ValueKind, pack_trailer
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
-from lsm.sstable.block import BLOCK_TRAILER_SIZE, frame_block, unframe_block, unframe_blocks
 from lsm.sstable.cache import BlockCache
+from lsm.sstable.format import BLOCK_TRAILER_SIZE, frame_block, unframe_block, unframe_blocks
 from lsm.sstable.reader import TableReader
 from lsm.sstable.scan import _SEEK_BLOCKS
 from lsm.sstable.writer import TableWriter
+from tests.seeds import seed_list
 
 FS = FileSystem()
-
-
-def seeds(base: int, n: int) -> list[int]:
-    s = os.environ.get("LSM_SCAN_SEED")
-    return [int(s)] if s else [base + i for i in range(n)]
 
 
 def make_table(path: str, rng: random.Random, n: int, comp: int) -> list[tuple[bytes, int, bytes]]:
@@ -57,7 +52,7 @@ def columns(r: TableReader, start=None, stop=None, reverse=False) -> list[tuple[
 
 
 @pytest.mark.parametrize("comp", [compression.NONE, compression.ZSTD, compression.LZ4])
-@pytest.mark.parametrize("seed", seeds(50, 3))
+@pytest.mark.parametrize("seed", seed_list("LSM_SCAN_SEED", 50, 3))
 def test_long_scans_equal_model_and_cache_only_a_seeks_blocks(tmp_path, comp, seed):
     print("seed", seed)
     rng = random.Random(seed)

@@ -22,7 +22,7 @@ import pytest
 from lsm.base import compression
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
-from lsm.sstable.block import frame_block
+from lsm.sstable.format import frame_block
 from lsm.sstable.reader import TableReader
 from lsm.sstable.writer import TableWriter
 

@@ -23,7 +23,7 @@ import lsm
 from lsm.base import compression
 from lsm.base.errors import CorruptionError
 from lsm.base.fs import FileSystem
-from lsm.sstable.block import frame_block
+from lsm.sstable.format import frame_block
 from lsm.sstable.reader import _LAYOUTS, TableReader
 
 FS = FileSystem()

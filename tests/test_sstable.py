@@ -20,7 +20,7 @@ from lsm.base.coding import MAX_SEQ, ValueKind, pack_trailer
 from lsm.base.errors import ClosedError, CorruptionError
 from lsm.base.fs import DEFAULT_FS, FileSystem
 from lsm.sstable import BlockCache, TableReader, TableWriter
-from lsm.sstable.block import BLOCK_TRAILER_SIZE, FOOTER_SIZE, MAGIC, decode_footer
+from lsm.sstable.format import BLOCK_TRAILER_SIZE, FOOTER_SIZE, MAGIC, decode_footer
 
 FS = DEFAULT_FS
 PUT = ValueKind.PUT

@@ -20,7 +20,7 @@ import zstandard
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lsm.base.fs import FileSystem  # noqa: E402
-from lsm.sstable.block import unframe_block  # noqa: E402
+from lsm.sstable.format import unframe_block  # noqa: E402
 from lsm.sstable.reader import TableReader  # noqa: E402
 
 

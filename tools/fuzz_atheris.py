@@ -5,8 +5,8 @@ returns data (and the data passes the target's invariants, e.g. a record
 the WAL reader returns re-encodes to the bytes it was read from, a block
 that decodes re-encodes to itself) or raises the documented error
 (``CorruptionError``; ``ValueError`` for the byte-level helpers of
-``lsm.sstable.block`` and ``lsm.sstable.bloom``, which their callers turn
-into CorruptionError). Anything else is a *violation*: another exception
+``lsm.sstable.block``, ``lsm.sstable.format`` and ``lsm.sstable.bloom``,
+which their callers turn into CorruptionError). Anything else is a *violation*: another exception
 (``MemoryError`` included: a length field must never make a decoder
 allocate far beyond its input), or no answer within ``--timeout`` seconds.
 

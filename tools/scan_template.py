@@ -70,7 +70,8 @@ def budget(tmpl: str) -> None:
     a stage at a time), the memtable windows, the whole scan, and the
     harness's drain of a ready list; the merge is what the whole scan adds
     to its sources."""
-    from lsm.sstable.block import BLOCK_TRAILER, BlockView, unframe_blocks
+    from lsm.sstable.block import BlockView
+    from lsm.sstable.format import BLOCK_TRAILER, unframe_blocks
 
     try:
         from lsm.sstable.scan import payload_columns

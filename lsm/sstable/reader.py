@@ -52,15 +52,10 @@ from lsm.base.compression import _lz4 as _lz4_module
 from lsm.base.errors import ClosedError
 from lsm.base.fs import FileSystem, ReadableFile
 from lsm.base.rangedel import RangeDels
-from lsm.sstable.block import (
-    BLOCK_TRAILER,
-    BLOCK_TRAILER_SIZE,
-    BlockView,
-    fixed_block_head,
-    unframe_block,
-)
+from lsm.sstable.block import BlockView, fixed_block_head
 from lsm.sstable.bloom import key_hashes
 from lsm.sstable.cache import BlockCache
+from lsm.sstable.format import BLOCK_TRAILER, BLOCK_TRAILER_SIZE, unframe_block
 from lsm.sstable.reader_check import check_table
 from lsm.sstable.reader_meta import TableMeta
 from lsm.sstable.scan import TableScan

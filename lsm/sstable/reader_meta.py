@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 from lsm.base.coding import ValueKind
 from lsm.base.errors import CorruptionError
 from lsm.base.rangedel import RangeDels
-from lsm.sstable.block import (
+from lsm.sstable.block import decode_block
+from lsm.sstable.bloom import BloomFilter, RoaringBloomFilter, decode_filter
+from lsm.sstable.format import (
     BLOCK_TRAILER_SIZE,
     FOOTER_SIZE,
     FORMAT_VERSION_1,
     HANDLE,
-    decode_block,
     decode_footer_version,
     decode_properties,
     decode_range_dels_props,
     unframe_block,
 )
-from lsm.sstable.bloom import BloomFilter, RoaringBloomFilter, decode_filter
 
 if TYPE_CHECKING:
     from lsm.base.fs import ReadableFile

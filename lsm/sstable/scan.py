@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Final
 
 from lsm.base.coding import MAX_SEQ, U32
 from lsm.base.errors import ClosedError
-from lsm.sstable.block import BlockView, fixed_block_head, unframe_blocks
+from lsm.sstable.block import BlockView, fixed_block_head
+from lsm.sstable.format import unframe_blocks
 
 if TYPE_CHECKING:
     from lsm.base.fs import ReadableFile
     from lsm.base.rangedel import RangeDels
-    from lsm.sstable.block import TableProperties
     from lsm.sstable.cache import BlockCache
+    from lsm.sstable.format import TableProperties
 
 __all__ = ["TableScan", "payload_columns"]
 
@@ -88,7 +89,7 @@ def _run_layout(head: bytes, n: int) -> tuple[Struct, int] | None:
 
 def payload_columns(payloads: list[bytes], check_offsets: bool) -> tuple[list[bytes], array[int], list[bytes]]:
     """``(keys, trailers, values)`` of every entry of several block payloads
-    (a long scan's read-ahead run, :func:`~lsm.sstable.block.unframe_blocks`),
+    (a long scan's read-ahead run, :func:`~lsm.sstable.format.unframe_blocks`),
     joined in order, without a :class:`~lsm.sstable.block.BlockView` per
     block: a block of fixed-size records is recognised by its head (count
     and offsets) in one dict lookup and cut by one cached Struct, trailers

@@ -1,5 +1,6 @@
 """The sstable writer: turns entries in internal order into a table file
-(format: docs/format/sstable.md; byte layouts in :mod:`lsm.sstable.block`).
+(format: docs/format/sstable.md; byte layouts in :mod:`lsm.sstable.block` and
+:mod:`lsm.sstable.format`).
 
 File layout, in write order: data blocks, range-deletion block (format
 version 2, only when range tombstones were added), filter block (absent
@@ -30,20 +31,17 @@ from lsm.base import compression as _compression
 from lsm.base.coding import MAX_SEQ, ValueKind
 from lsm.base.fs import FileSystem
 from lsm.base.rangedel import RangeDels, Tombstone
-from lsm.sstable.block import (
+from lsm.sstable.block import MAX_BLOCK_PAYLOAD, MAX_TRAILER, encode_block, fixed_block_head
+from lsm.sstable.bloom import BloomBuilder
+from lsm.sstable.format import (
     FORMAT_VERSION,
     FORMAT_VERSION_1,
     HANDLE,
-    MAX_BLOCK_PAYLOAD,
-    MAX_TRAILER,
     TableProperties,
-    encode_block,
     encode_footer,
     encode_properties,
-    fixed_block_head,
     frame_block,
 )
-from lsm.sstable.bloom import BloomBuilder
 
 __all__ = ["TableProperties", "TableWriter"]
 

@@ -39,6 +39,7 @@ def load(instrument: bool = False) -> None:
         import lsm.sstable.block
         import lsm.sstable.bloom
         import lsm.sstable.cache
+        import lsm.sstable.format
         import lsm.sstable.reader
         import lsm.sstable.writer
         import lsm.wal.format
@@ -60,6 +61,7 @@ def load(instrument: bool = False) -> None:
         lsm.manifest.version_set,
     )
     L.block, L.bloom, L.cache = lsm.sstable.block, lsm.sstable.bloom, lsm.sstable.cache
+    L.format = lsm.sstable.format
     L.reader, L.writer = lsm.sstable.reader, lsm.sstable.writer
     L.wal_format, L.wal_reader = lsm.wal.format, lsm.wal.reader
     L.loaded = True

@@ -61,25 +61,25 @@ def _seed_tables() -> list[bytes]:
 
 def _footer(data: bytes) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Footer fields of a table, unchecked: (version, filter, props, index)."""
-    f = L.block.FOOTER.unpack(data[-L.block.FOOTER_SIZE :])
+    f = L.format.FOOTER.unpack(data[-L.format.FOOTER_SIZE :])
     return f[6], (f[0], f[1]), (f[2], f[3]), (f[4], f[5])
 
 
 def _meta_blocks(table: bytes) -> dict[str, bytes]:
     """Payloads and framed blocks of a valid table, for the block-level seeds."""
-    t = L.block.BLOCK_TRAILER_SIZE
+    t = L.format.BLOCK_TRAILER_SIZE
     _v, filt, props, index = _footer(table)
     out = {}
     for name, (off, size) in (("filter", filt), ("props", props), ("index", index)):
         if size or name != "filter":
             framed = table[off : off + size + t]
             out[name + "_framed"] = framed
-            out[name] = L.block.unframe_block(framed, True)
-    handles = [L.block.HANDLE.unpack(v) for v in L.block.decode_block(out["index"])[2]]
+            out[name] = L.format.unframe_block(framed, True)
+    handles = [L.format.HANDLE.unpack(v) for v in L.block.decode_block(out["index"])[2]]
     if handles:
         off, size = handles[0]
         out["data_framed"] = table[off : off + size + t]
-        out["data"] = L.block.unframe_block(out["data_framed"], True)
+        out["data"] = L.format.unframe_block(out["data_framed"], True)
     return out
 
 
@@ -89,7 +89,7 @@ def _zstd_blocks() -> list[bytes]:
     for n, size in ((3, 5), (20, 40), (60, 200)):
         keys = [b"key%05d" % i for i in range(n)]
         payload = L.block.encode_block(keys, [(i + 1) << 8 | 1 for i in range(n)], [b"v" * size] * n)
-        stored, trailer = L.block.frame_block(payload, L.compression.ZSTD)
+        stored, trailer = L.format.frame_block(payload, L.compression.ZSTD)
         assert trailer[0] == L.compression.ZSTD
         out.append(stored + trailer)
     return out
@@ -97,22 +97,22 @@ def _zstd_blocks() -> list[bytes]:
 
 def fix_block_crc(b: bytearray, off: int, size: int) -> None:
     """Recompute the crc of the block at ``off`` (``size`` stored bytes) in place."""
-    t = L.block.BLOCK_TRAILER_SIZE
+    t = L.format.BLOCK_TRAILER_SIZE
     if 0 <= off and off + size + t <= len(b):
         struct.pack_into("<I", b, off + size + 5, L.checksum.mask(L.checksum.crc(b[off : off + size + 5])))
 
 
 def fix_framed(data: bytes) -> bytes:
     b = bytearray(data)
-    if len(b) >= L.block.BLOCK_TRAILER_SIZE:
-        fix_block_crc(b, 0, len(b) - L.block.BLOCK_TRAILER_SIZE)
+    if len(b) >= L.format.BLOCK_TRAILER_SIZE:
+        fix_block_crc(b, 0, len(b) - L.format.BLOCK_TRAILER_SIZE)
     return bytes(b)
 
 
 def fix_footer(data: bytes) -> bytes:
     b = bytearray(data)
-    if len(b) >= L.block.FOOTER_SIZE:
-        f0 = len(b) - L.block.FOOTER_SIZE
+    if len(b) >= L.format.FOOTER_SIZE:
+        f0 = len(b) - L.format.FOOTER_SIZE
         struct.pack_into("<I", b, f0 + 52, L.checksum.mask(L.checksum.crc(b[f0 : f0 + 52])))
     return bytes(b)
 
@@ -121,33 +121,33 @@ def fix_table(data: bytes) -> bytes:
     """Footer crc, the meta blocks' crcs, and the crc of every data block the
     (possibly mutated) index names."""
     b = bytearray(fix_footer(data))
-    if len(b) < L.block.FOOTER_SIZE:
+    if len(b) < L.format.FOOTER_SIZE:
         return bytes(b)
     version, filt, props, index = _footer(bytes(b))
     handles = [filt, props, index]
     with contextlib.suppress(ValueError, struct.error):
-        payload = L.block.unframe_block(bytes(b[props[0] : props[0] + props[1] + 9]), False)
-        if version != 1 and hasattr(L.block, "decode_range_dels_props"):
-            handles.append(L.block.decode_range_dels_props(payload)[0])
+        payload = L.format.unframe_block(bytes(b[props[0] : props[0] + props[1] + 9]), False)
+        if version != 1 and hasattr(L.format, "decode_range_dels_props"):
+            handles.append(L.format.decode_range_dels_props(payload)[0])
     with contextlib.suppress(ValueError, struct.error):
-        payload = L.block.unframe_block(bytes(b[index[0] : index[0] + index[1] + 9]), False)
-        handles += [L.block.HANDLE.unpack(v) for v in L.block.decode_block(payload, True)[2][:10000]]
+        payload = L.format.unframe_block(bytes(b[index[0] : index[0] + index[1] + 9]), False)
+        handles += [L.format.HANDLE.unpack(v) for v in L.block.decode_block(payload, True)[2][:10000]]
     for off, size in handles:
         fix_block_crc(b, off, size)
     return bytes(b)
 
 
 def run_sst_footer(data: bytes) -> str:
-    dec = getattr(L.block, "decode_footer_version", None)
+    dec = getattr(L.format, "decode_footer_version", None)
     try:
         if dec is not None:
             version, *hs = dec(data)
         else:
-            version, hs = 1, list(L.block.decode_footer(data))
+            version, hs = 1, list(L.format.decode_footer(data))
     except ValueError:
         return "rejected"
     args = (*hs, version) if dec is not None else hs
-    check(L.block.encode_footer(*args) == data, "an accepted footer does not re-encode to itself")
+    check(L.format.encode_footer(*args) == data, "an accepted footer does not re-encode to itself")
     return "accepted"
 
 
@@ -171,7 +171,7 @@ def run_sst_unframe(data: bytes) -> str:
     result = "rejected"
     for verify in (True, False):
         try:
-            out = L.block.unframe_block(data, verify)
+            out = L.format.unframe_block(data, verify)
         except ValueError:
             continue
         (usize,) = struct.unpack_from("<I", data, len(data) - 8)
@@ -182,15 +182,15 @@ def run_sst_unframe(data: bytes) -> str:
 
 def run_sst_properties(data: bytes) -> str:
     try:
-        props, _n = L.block.decode_properties(data, 1 << 20)
+        props, _n = L.format.decode_properties(data, 1 << 20)
     except ValueError:
         return "rejected"
     check(
         isinstance(props.smallest, bytes) and isinstance(props.largest, bytes), "properties of the wrong type"
     )
-    if hasattr(L.block, "decode_range_dels_props"):
+    if hasattr(L.format, "decode_range_dels_props"):
         with contextlib.suppress(ValueError):
-            L.block.decode_range_dels_props(data)
+            L.format.decode_range_dels_props(data)
     return "accepted"
 
 
